@@ -1,0 +1,105 @@
+"""Shared plumbing of the benchmark scripts: arguments, machine facts, results files."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+REPO = HERE.parent
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cats_and_dogs_small"
+DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5"
+
+
+def parser(description):
+    """An ArgumentParser with the --data, --weights and --out every script takes."""
+    arguments = argparse.ArgumentParser(
+        description=description.strip().splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    arguments.add_argument(
+        "--data",
+        default=os.environ.get("CONVFEAT_BENCH_DATA", str(DEFAULT_DATA)),
+        help="cats_and_dogs_small folder (env CONVFEAT_BENCH_DATA)",
+    )
+    arguments.add_argument(
+        "--weights",
+        default=os.environ.get("CONVFEAT_BENCH_WEIGHTS", str(DEFAULT_WEIGHTS)),
+        help="VGG16 notop weights file, or 'random' for a smoke run "
+        "(env CONVFEAT_BENCH_WEIGHTS)",
+    )
+    arguments.add_argument("--out", help="results file (default: results/<script>.json)")
+    return arguments
+
+
+def weights_argument(value):
+    return None if value == "random" else value
+
+
+def machine():
+    """CPU model, cores and library versions of this run."""
+    import keras
+    import numpy
+    import sklearn
+    import tensorflow
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tensorflow.__version__,
+        "keras": keras.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def git_commit():
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_results(name, results, out=None):
+    """Write ``results`` with date, commit and machine as JSON; return the path."""
+    path = Path(out) if out else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "machine": machine(),
+        **results,
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path
+
+
+def print_table(rows, columns):
+    """Print dict rows as an aligned text table."""
+    widths = {c: max(len(c), *(len(_fmt(row.get(c))) for row in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(_fmt(row.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)

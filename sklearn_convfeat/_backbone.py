@@ -1,0 +1,182 @@
+"""The VGG16 convolutional base: its layers, where it can be cut, and a compiled forward.
+
+Bases are kept in a small process-wide cache keyed by their weights, so clones made by
+GridSearchCV, unpickled estimators and repeated ``transform`` calls share one model
+instead of rebuilding 14.7 million parameters each time.
+"""
+
+import threading
+from collections import OrderedDict
+from numbers import Integral
+
+from ._weights import build_vgg16_base, content_sha256
+
+# (name, kind, filters) in network order; "pool" halves height and width.
+_VGG16_SPEC = (
+    ("block1_conv1", "conv", 64),
+    ("block1_conv2", "conv", 64),
+    ("block1_pool", "pool", 64),
+    ("block2_conv1", "conv", 128),
+    ("block2_conv2", "conv", 128),
+    ("block2_pool", "pool", 128),
+    ("block3_conv1", "conv", 256),
+    ("block3_conv2", "conv", 256),
+    ("block3_conv3", "conv", 256),
+    ("block3_pool", "pool", 256),
+    ("block4_conv1", "conv", 512),
+    ("block4_conv2", "conv", 512),
+    ("block4_conv3", "conv", 512),
+    ("block4_pool", "pool", 512),
+    ("block5_conv1", "conv", 512),
+    ("block5_conv2", "conv", 512),
+    ("block5_conv3", "conv", 512),
+    ("block5_pool", "pool", 512),
+)
+VGG16_LAYERS = tuple(name for name, _, _ in _VGG16_SPEC)
+N_BLOCKS = 5
+
+_PREPROCESSING = ("vgg16", "rescale")
+_POOLING = ("flatten", "avg", "max")
+
+
+def resolve_layer(layer):
+    """A layer name, from a name or a block number N (meaning ``block{N}_pool``)."""
+    if isinstance(layer, Integral) and not isinstance(layer, bool):
+        return f"block{int(layer)}_pool"
+    return layer
+
+
+def layer_index(layer):
+    return VGG16_LAYERS.index(resolve_layer(layer))
+
+
+def min_image_size(layer):
+    """Smallest height/width whose feature map at ``layer`` is still at least 1×1."""
+    n_pools = sum(kind == "pool" for _, kind, _ in _VGG16_SPEC[: layer_index(layer) + 1])
+    return 2**n_pools
+
+
+def feature_map_shape(layer, image_size):
+    """(height, width, channels) of the output of ``layer`` for ``image_size`` inputs."""
+    height, width = image_size
+    channels = 3
+    for name, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
+        if kind == "pool":
+            height, width = height // 2, width // 2
+        channels = filters
+    return height, width, channels
+
+
+def count_flops(layer, image_size):
+    """Multiply-adds × 2 of the base up to ``layer`` for one image (3×3 'same' convs).
+
+    Pooling and bias/ReLU are left out: they are < 0.1 % of the work.
+    """
+    height, width = image_size
+    channels = 3
+    flops = 0
+    for name, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
+        if kind == "pool":
+            height, width = height // 2, width // 2
+        else:
+            flops += 2 * height * width * 9 * channels * filters
+            channels = filters
+    return flops
+
+
+def preprocess(images, preprocessing):
+    """Scale RGB images in [0, 255] as the base expects.
+
+    ``"vgg16"`` is ``keras.applications.vgg16.preprocess_input`` (RGB→BGR, ImageNet mean
+    subtracted, no scaling: what the ImageNet weights were trained on); ``"rescale"`` is
+    the book's ``x / 255``.
+    """
+    import keras
+
+    images = keras.ops.convert_to_tensor(images)  # numpy input would be edited in place
+    if preprocessing == "vgg16":
+        return keras.applications.vgg16.preprocess_input(images)
+    return images / 255.0
+
+
+class _CachedBase:
+    def __init__(self, model, sha256):
+        self.model = model
+        self.sha256 = sha256
+        self.forwards = {}
+
+
+_BASES = OrderedDict()
+_BASES_MAX = 3
+_LOCK = threading.Lock()
+
+
+def check_keras_backend():
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "sklearn_convfeat runs on Keras' TensorFlow backend; KERAS_BACKEND is "
+            f"{keras.backend.backend()!r}. Unset KERAS_BACKEND or set it to "
+            "'tensorflow' before importing keras."
+        )
+
+
+def get_base(source):
+    """The (cached) VGG16 base for a :class:`~._weights.WeightsSource` and its sha256."""
+    check_keras_backend()
+    with _LOCK:
+        entry = _BASES.get(source)
+        if entry is None:
+            model = build_vgg16_base(source)
+            entry = _CachedBase(model, content_sha256(model))
+            _BASES[source] = entry
+            while len(_BASES) > _BASES_MAX:
+                _BASES.popitem(last=False)
+        _BASES.move_to_end(source)
+        return entry
+
+
+def clear_cache():
+    """Forget every cached base (frees their memory)."""
+    with _LOCK:
+        _BASES.clear()
+
+
+def get_forward(source, layer, preprocessing, pooling):
+    """A compiled function: float32 RGB images (N, H, W, 3) in [0, 255] → features.
+
+    The result is a numpy float32 array, (N, h·w·c) for ``"flatten"`` and (N, c) for
+    ``"avg"``/``"max"``. One ``tf.function`` per (weights, layer, preprocessing,
+    pooling), traced once for any image size and batch size.
+    """
+    entry = get_base(source)
+    key = (resolve_layer(layer), preprocessing, pooling)
+    with _LOCK:
+        forward = entry.forwards.get(key)
+        if forward is None:
+            forward = _compile_forward(entry.model, *key)
+            entry.forwards[key] = forward
+    return forward
+
+
+def _compile_forward(base, layer, preprocessing, pooling):
+    import keras
+    import tensorflow as tf
+
+    cut = keras.Model(base.input, base.get_layer(layer).output, name=f"vgg16_{layer}")
+
+    def features(images):
+        maps = cut(preprocess(images, preprocessing), training=False)
+        if pooling == "avg":
+            return tf.reduce_mean(maps, axis=(1, 2))
+        if pooling == "max":
+            return tf.reduce_max(maps, axis=(1, 2))
+        return tf.reshape(maps, (tf.shape(maps)[0], -1))
+
+    compiled = tf.function(
+        features,
+        input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
+        reduce_retracing=True,
+    )
+    return lambda images: compiled(images).numpy()

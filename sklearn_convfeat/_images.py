@@ -1,0 +1,365 @@
+"""Image inputs: arrays or file paths, checked once and then served batch by batch.
+
+Everything that reads ``X`` for the estimators goes through :func:`check_images`, which
+returns an :class:`ImageArray` or an :class:`ImageFiles`. Both yield float32 RGB batches
+in [0, 255] at a requested size, so memory is bounded by the batch, not by N.
+"""
+
+import os
+import queue
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+from sklearn.utils.validation import check_array
+
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+
+_EXPECTED_X = (
+    "X must be a batch of images of shape (n_images, height, width, channels) with "
+    "1, 3 or 4 channels, (n_images, height, width) for grey images, or a sequence of "
+    "image file paths"
+)
+
+
+class UnreadableImageWarning(UserWarning):
+    """Some image files could not be decoded and were skipped."""
+
+
+def load_image_folder(directory, *, extensions=IMAGE_EXTENSIONS):
+    """List the images of a class-per-folder directory.
+
+    The layout is the one ``keras.utils.image_dataset_from_directory`` reads:
+    ``directory/<class name>/**/<image file>``. Classes are the sub-folder names in
+    sorted order; files are found recursively and listed in sorted order.
+
+    Parameters
+    ----------
+    directory : str or os.PathLike
+        The folder holding one sub-folder per class.
+    extensions : tuple of str, default=(".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+        File endings (case-insensitive) that count as images.
+
+    Returns
+    -------
+    paths : ndarray of str, shape (n_images,)
+        Image file paths, usable as ``X`` by every estimator of this package.
+    y : ndarray of int, shape (n_images,)
+        Index of each image's class in ``class_names``.
+    class_names : list of str
+        The class (sub-folder) names, sorted.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> from sklearn_convfeat import load_image_folder
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ["cats/a.png", "cats/b.png", "dogs/c.jpg"]:
+    ...     (root / name).parent.mkdir(exist_ok=True)
+    ...     Image.new("RGB", (8, 8)).save(root / name)
+    >>> paths, y, class_names = load_image_folder(root)
+    >>> class_names, y.tolist(), [pathlib.Path(p).name for p in paths]
+    (['cats', 'dogs'], [0, 0, 1], ['a.png', 'b.png', 'c.jpg'])
+    """
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"`directory` must be an existing folder with one sub-folder per class. "
+            f"Got {directory!r}, which is not a folder."
+        )
+    suffixes = tuple(ext.lower() for ext in extensions)
+    class_names = sorted(
+        entry.name for entry in os.scandir(directory) if entry.is_dir()
+    )
+    paths, labels = [], []
+    for label, class_name in enumerate(class_names):
+        class_paths = []
+        for root, dirs, files in os.walk(os.path.join(directory, class_name)):
+            dirs.sort()
+            class_paths.extend(
+                os.path.join(root, name)
+                for name in sorted(files)
+                if name.lower().endswith(suffixes)
+            )
+        paths.extend(class_paths)
+        labels.extend([label] * len(class_paths))
+    if len(class_names) < 2:
+        raise ValueError(
+            f"`directory` {directory!r} must hold at least two class sub-folders "
+            f"(directory/<class>/<images>). Found {len(class_names)}: {class_names}."
+        )
+    if not paths:
+        raise ValueError(
+            f"`directory` {directory!r} holds no image files ({', '.join(suffixes)}) "
+            f"in its class sub-folders {class_names}."
+        )
+    return np.asarray(paths, dtype=object), np.asarray(labels), class_names
+
+
+def check_images(X, *, input_name="X"):
+    """Validate ``X`` as images and return an :class:`ImageArray` or :class:`ImageFiles`.
+
+    Raises a ``ValueError`` (or ``FileNotFoundError`` for missing files) that says what
+    was expected and what was received.
+    """
+    if isinstance(X, (ImageArray, ImageFiles)):
+        return X
+    if sparse.issparse(X):
+        raise TypeError(
+            f"{_EXPECTED_X}. Got a sparse matrix: sparse input is not supported; "
+            "images must be dense arrays."
+        )
+    if not hasattr(X, "__len__") and hasattr(X, "__array__"):
+        X = np.asarray(X)
+    if hasattr(X, "__len__") and len(X) == 0:
+        raise ValueError(
+            f"{input_name} is empty (shape {getattr(X, 'shape', (0,))}): at least one "
+            "image is required."
+        )
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise ValueError(
+            f"{_EXPECTED_X}. Got a single path {X!r}: wrap it in a list, [path]."
+        )
+    if hasattr(X, "iloc"):  # pandas: a Series or a one-column DataFrame of paths
+        if getattr(X, "ndim", 1) == 2:
+            if X.shape[1] != 1:
+                raise ValueError(
+                    f"{_EXPECTED_X}. Got a DataFrame with {X.shape[1]} columns; pass "
+                    "the one column that holds the paths."
+                )
+            X = X.iloc[:, 0]
+        X = X.to_numpy()
+    if not hasattr(X, "dtype"):
+        X = list(X)
+        if X and all(isinstance(item, (str, os.PathLike)) for item in X):
+            return ImageFiles([os.fspath(item) for item in X])
+        try:
+            X = np.asarray(X)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{_EXPECTED_X}. Got a ragged sequence: {exc}") from exc
+    if X.dtype.kind in "OUS" and X.ndim == 1:
+        items = list(X)
+        if all(isinstance(item, (str, os.PathLike)) for item in items):
+            return ImageFiles([os.fspath(item) for item in items])
+    return ImageArray(_check_image_array(X, input_name))
+
+
+def _check_image_array(X, input_name):
+    if X.dtype.kind == "b":
+        raise ValueError(
+            f"{_EXPECTED_X}, with pixel values in [0, 255] (uint8 or float). Got a "
+            "boolean array: convert it, e.g. X.astype('uint8') * 255."
+        )
+    # scikit-learn's own checks first (complex, NaN/inf, empty): users know their words.
+    X = check_array(
+        X,
+        dtype=None if X.dtype.kind in "uif" else np.float32,
+        allow_nd=True,
+        ensure_2d=False,
+        ensure_all_finite=True,
+        input_name=input_name,
+    )
+    if X.ndim not in (3, 4):
+        raise ValueError(f"{_EXPECTED_X}. Got an array of shape {X.shape}.")
+    if X.ndim == 4 and X.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"{_EXPECTED_X}. Got an array of shape {X.shape} with {X.shape[-1]} "
+            "channels: give grey (1), RGB (3) or RGBA (4) images, channels last."
+        )
+    if X.ndim == 3 and X.shape[-1] in (3, 4):
+        raise ValueError(
+            f"{_EXPECTED_X}. Got an array of shape {X.shape}, which reads as one "
+            f"{'RGB' if X.shape[-1] == 3 else 'RGBA'} image rather than "
+            f"{X.shape[0]} grey images {X.shape[-1]} pixels wide: pass one image as "
+            "X[np.newaxis], or add a channel axis to grey images."
+        )
+    if X.shape[1] == 0 or X.shape[2] == 0:
+        raise ValueError(f"{_EXPECTED_X}. Got images of size 0: shape {X.shape}.")
+    if X.dtype.kind == "f" and 0 <= X.min() and X.max() <= 1.0:
+        warnings.warn(
+            "X looks scaled to [0, 1] (its largest value is "
+            f"{X.max():g}); images are expected in [0, 255], the range of uint8 "
+            "pixels. Multiply by 255, or pass uint8 images.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return X
+
+
+def to_rgb(images):
+    """(N, H, W), (N, H, W, 1|3|4) numbers → float32 (N, H, W, 3); alpha is dropped."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]
+    if images.shape[-1] == 1:
+        return np.repeat(images, 3, axis=-1)
+    return np.ascontiguousarray(images[..., :3])
+
+
+def resize(images, size):
+    """Bilinear (antialiased) resize of float32 (N, H, W, 3) to ``size``; no-op if equal."""
+    if tuple(images.shape[1:3]) == tuple(size):
+        return images
+    import tensorflow as tf
+
+    resized = tf.image.resize(images, size, method="bilinear", antialias=True)
+    return resized.numpy().astype(np.float32, copy=False)
+
+
+def decode_image(path):
+    """Read one image file as uint8 (H, W, 3) RGB (first frame of an animation)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+@dataclass
+class Batch:
+    """``images[k]`` is image ``start + k``; ``failed`` lists (index, path, reason)."""
+
+    start: int
+    images: np.ndarray
+    failed: list = field(default_factory=list)
+
+
+class ImageArray:
+    """Images given as one numeric array (already validated)."""
+
+    def __init__(self, array):
+        self.array = array
+
+    def __len__(self):
+        return len(self.array)
+
+    def image_shape(self, index):
+        return self.array.shape[1:3]
+
+    def take(self, rows, size):
+        """float32 RGB images ``rows`` at ``size``."""
+        return resize(to_rgb(self.array[rows]), size)
+
+    def batches(self, batch_size, size, on_error="raise"):
+        for start in range(0, len(self.array), batch_size):
+            chunk = to_rgb(self.array[start : start + batch_size])
+            yield Batch(start, resize(chunk, size))
+
+
+class ImageFiles:
+    """Images given as file paths; decoded lazily, one batch at a time."""
+
+    def __init__(self, paths):
+        if not paths:
+            raise ValueError(f"{_EXPECTED_X}. Got an empty sequence of paths.")
+        self.paths = paths
+
+    def __len__(self):
+        return len(self.paths)
+
+    def image_shape(self, index):
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            return image.size[::-1]
+
+    def missing(self):
+        return [i for i, path in enumerate(self.paths) if not os.path.isfile(path)]
+
+    def check_exist(self):
+        missing = self.missing()
+        if missing:
+            shown = ", ".join(repr(self.paths[i]) for i in missing[:3])
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise FileNotFoundError(
+                f"{len(missing)} of the {len(self.paths)} image paths in X do not "
+                f"exist: {shown}{more}. Fix the paths (relative paths are resolved "
+                f"from the current directory, {os.getcwd()!r})."
+            )
+
+    def take(self, rows, size):
+        """float32 RGB images ``rows`` at ``size``, decoded now."""
+        return self._decode(0, [self.paths[row] for row in rows], size, "raise").images
+
+    def batches(self, batch_size, size, on_error="raise"):
+        if on_error == "raise":
+            self.check_exist()  # fail before any compute, not after hours of it
+        for start in range(0, len(self.paths), batch_size):
+            yield self._decode(start, self.paths[start : start + batch_size], size, on_error)
+
+    def _decode(self, start, paths, size, on_error):
+        images = np.zeros((len(paths), *size, 3), dtype=np.float32)
+        failed = []
+        by_shape = {}
+        for offset, path in enumerate(paths):
+            try:
+                pixels = decode_image(path)
+            except Exception as exc:  # PIL raises many types for corrupt files
+                if on_error == "raise":
+                    raise ValueError(
+                        f"Cannot read image file {path!r} (X[{start + offset}]): "
+                        f"{exc}. Remove or replace it, or pass on_error='skip' to "
+                        "skip unreadable files."
+                    ) from exc
+                failed.append((start + offset, path, str(exc)))
+                images[offset] = np.nan
+                continue
+            by_shape.setdefault(pixels.shape, []).append((offset, pixels))
+        for group in by_shape.values():  # resize same-sized images together
+            offsets = [offset for offset, _ in group]
+            images[offsets] = resize(to_rgb(np.stack([p for _, p in group])), size)
+        return Batch(start, images, failed)
+
+
+class ImageRows:
+    """``rows`` → float32 images at ``size``: an image source as a row-indexable array."""
+
+    def __init__(self, images, size):
+        self.images = images
+        self.size = size
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, rows):
+        return self.images.take(np.asarray(rows), self.size)
+
+
+def prefetch(iterable, depth=2):
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead.
+
+    Decoding (PIL releases the GIL) then overlaps with the forward pass.
+    """
+    items = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in iterable:
+                if stop.is_set():
+                    return
+                items.put((item, None))
+        except BaseException as exc:  # re-raised in the consumer
+            items.put((None, exc))
+        items.put((done, None))
+
+    worker = threading.Thread(target=produce, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = items.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)

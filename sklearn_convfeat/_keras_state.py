@@ -1,0 +1,93 @@
+"""Keras models as bytes, for pickling the estimators that hold one.
+
+Estimators keep their fitted network in an attribute; their ``__getstate__`` swaps it
+for :func:`model_to_bytes` and their ``__setstate__`` swaps it back with
+:func:`model_from_bytes`. The bytes are a complete native ``.keras`` archive
+(architecture, weights, compile configuration and optimizer state), so the pickle
+does not depend on how Keras itself pickles models, and the bytes can be written
+straight to a file that ``keras.saving.load_model`` opens.
+"""
+
+import os
+import tempfile
+
+_FILENAME = "model.keras"
+
+
+def model_to_bytes(model):
+    """Serialize a Keras model to the bytes of a ``.keras`` archive.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A built model. Layers, losses or metrics of custom classes must be
+        registered with ``keras.saving.register_keras_serializable`` to be
+        loadable again.
+
+    Returns
+    -------
+    data : bytes
+        The ``.keras`` zip archive written by ``model.save``: architecture,
+        weights, compile configuration and optimizer state.
+
+    See Also
+    --------
+    model_from_bytes : The inverse.
+
+    Examples
+    --------
+    >>> import keras
+    >>> from sklearn_convfeat._keras_state import model_from_bytes, model_to_bytes
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> data = model_to_bytes(model)
+    >>> data[:2]  # a zip archive, like any .keras file
+    b'PK'
+    >>> model_from_bytes(data).output_shape
+    (None, 2)
+    """
+    # Keras saves to paths only; a private directory avoids name clashes between
+    # threads and processes and is removed even when saving fails.
+    with tempfile.TemporaryDirectory(prefix="sklearn_convfeat_") as folder:
+        path = os.path.join(folder, _FILENAME)
+        model.save(path)
+        with open(path, "rb") as file:
+            return file.read()
+
+
+def model_from_bytes(data, *, compile=True, custom_objects=None, safe_mode=True):
+    """Rebuild a Keras model from the bytes of a ``.keras`` archive.
+
+    Parameters
+    ----------
+    data : bytes
+        The output of :func:`model_to_bytes`, or the content of any ``.keras``
+        file.
+    compile : bool, default=True
+        Whether to restore the compile configuration and the optimizer state, so
+        that the model can go on training. ``False`` loads faster and is enough
+        for inference.
+    custom_objects : dict or None, default=None
+        Custom classes or functions the model uses, as for
+        ``keras.saving.load_model``.
+    safe_mode : bool, default=True
+        Refuse to deserialize ``Lambda`` layers holding arbitrary code, as
+        ``keras.saving.load_model`` does. Only set to False for trusted data.
+
+    Returns
+    -------
+    model : keras.Model
+        A new model, independent of the one that was saved.
+
+    See Also
+    --------
+    model_to_bytes : The inverse.
+    """
+    import keras
+
+    with tempfile.TemporaryDirectory(prefix="sklearn_convfeat_") as folder:
+        path = os.path.join(folder, _FILENAME)
+        with open(path, "wb") as file:
+            file.write(data)
+        return keras.saving.load_model(
+            path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
+        )

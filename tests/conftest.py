@@ -1,0 +1,58 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from pathlib import Path
+
+import keras  # noqa: F401  imported once up front: it raises the recursion limit
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_WEIGHTS = Path(
+    os.environ.get(
+        "SKLEARN_CONVFEAT_TEST_WEIGHTS",
+        REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5",
+    )
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_weights_override(monkeypatch):
+    # A developer's own SKLEARN_CONVFEAT_WEIGHTS must not change what tests see.
+    monkeypatch.delenv("SKLEARN_CONVFEAT_WEIGHTS", raising=False)
+
+
+@pytest.fixture
+def real_weights():
+    """Path of the shared ImageNet VGG16 base; the test is skipped without it."""
+    if not REAL_WEIGHTS.is_file():
+        pytest.skip(f"real VGG16 weights not found at {REAL_WEIGHTS}")
+    return str(REAL_WEIGHTS)
+
+
+@pytest.fixture
+def images():
+    """Six 36×36 RGB uint8 images."""
+    return np.random.default_rng(0).integers(0, 256, size=(6, 36, 36, 3), dtype=np.uint8)
+
+
+def make_image_folder(root, counts=None, size=(40, 40), ext=".png"):
+    """A class-per-folder tree of small images whose brightness depends on the class."""
+    counts = counts or {"cats": 3, "dogs": 3}
+    rng = np.random.default_rng(1)
+    for label, (class_name, count) in enumerate(sorted(counts.items())):
+        folder = Path(root) / class_name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            base = 60 + 120 * label
+            pixels = np.clip(rng.normal(base, 30, size=(*size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{class_name}.{i}{ext}")
+    return Path(root)
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    return make_image_folder(tmp_path / "data")

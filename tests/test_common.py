@@ -1,0 +1,66 @@
+"""scikit-learn's estimator checks for every estimator of the package.
+
+KerasMLPClassifier takes 2-D features and passes every check. ConvFeatureExtractor takes
+images, (n_images, height, width[, channels]) arrays or file paths, never a 2-D table;
+the checks below feed it 2-D tables, so they cannot apply. Each is listed with its
+reason and, where the property still matters for images, the test that covers it.
+"""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from sklearn_convfeat import ConvFeatureExtractor, KerasMLPClassifier
+
+TABLE = "feeds a 2-D table (n_samples, n_features), which is not a batch of images; the extractor rejects it with a ValueError naming the shapes it takes"
+
+EXTRACTOR_CHECKS_ON_TABLES = {
+    "check_dict_unchanged": f"{TABLE} (on images: test_extractor.py::test_transform_leaves_the_estimator_unchanged)",
+    "check_dont_overwrite_parameters": f"{TABLE} (fit sets only private or trailing-underscore attributes: test_extractor.py::test_fitted_attributes)",
+    "check_dtype_object": f"{TABLE} (object arrays of paths are accepted: test_images.py::test_paths_and_arrays_give_the_same_pixels)",
+    "check_estimators_dtypes": f"{TABLE} (dtypes on images: test_images.py::test_any_image_batch_becomes_float32_rgb_at_the_requested_size)",
+    "check_estimators_fit_returns_self": TABLE,
+    "check_estimators_nan_inf": f"{TABLE}, before it adds NaN/inf (on images: test_extractor.py::test_bad_images_are_rejected_in_fit_and_transform)",
+    "check_estimators_overwrite_params": TABLE,
+    "check_estimators_pickle": f"{TABLE} (on images: test_extractor.py::test_round_trip_gives_bit_identical_features)",
+    "check_estimators_pickle(readonly_memmap=True)": TABLE,
+    "check_f_contiguous_array_estimator": TABLE,
+    "check_fit2d_1feature": TABLE,
+    "check_fit2d_1sample": TABLE,
+    "check_fit2d_predict1d": TABLE,
+    "check_fit_check_is_fitted": f"{TABLE} (on images: test_extractor.py::test_unfitted_transform_raises)",
+    "check_fit_idempotent": f"{TABLE} (on images: test_extractor.py::test_fit_learns_nothing_from_the_data)",
+    "check_fit_score_takes_y": TABLE,
+    "check_methods_sample_order_invariance": f"{TABLE} (on images: test_extractor.py::test_row_order_and_subsets_do_not_change_features)",
+    "check_methods_subset_invariance": f"{TABLE} (on images: test_extractor.py::test_row_order_and_subsets_do_not_change_features)",
+    "check_n_features_in": "n_features_in_ is not defined: images of any size are resized, and paths have no feature count",
+    "check_n_features_in_after_fitting": "n_features_in_ is not defined: images of any size are resized, and paths have no feature count",
+    "check_pipeline_consistency": f"{TABLE} (Pipelines on images: test_extractor.py::test_pipeline_with_logistic_regression_learns_a_visible_difference)",
+    "check_positive_only_tag_during_fit": TABLE,
+    "check_readonly_memmap_input": TABLE,
+    "check_transformer_data_not_an_array": TABLE,
+    "check_transformer_general": TABLE,
+    "check_transformer_general(readonly_memmap=True)": TABLE,
+    "check_transformer_preserve_dtypes": f"{TABLE} (float32 out for any input dtype: test_extractor.py::test_output_shape_dtype_and_names)",
+}
+
+
+def expected_failed_checks(estimator):
+    if isinstance(estimator, ConvFeatureExtractor):
+        return EXTRACTOR_CHECKS_ON_TABLES
+    return {}
+
+
+# The book's defaults (lr 2e-5, 30 epochs of 20-sample batches) are tuned for 8192
+# VGG16 features; on the checks' tiny blobs a fast learner keeps them quick and above
+# their accuracy thresholds.
+FAST_MLP = KerasMLPClassifier(
+    hidden_units=32, optimizer="adam", learning_rate=1e-2, epochs=10, batch_size=32,
+    random_state=0,
+)
+
+
+@parametrize_with_checks(
+    [ConvFeatureExtractor(weights=None, image_size=(32, 32), random_state=0), FAST_MLP],
+    expected_failed_checks=expected_failed_checks,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
