@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -13,6 +14,7 @@ RESULTS = HERE / "results"
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "cats_and_dogs_small"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "vgg16_imagenet_notop.weights.h5"
+SPLITS = ("train", "validation", "test")
 
 
 def parser(description):
@@ -38,6 +40,27 @@ def parser(description):
 
 def weights_argument(value):
     return None if value == "random" else value
+
+
+def load_split(data, split, limit=None):
+    """Paths and string labels of ``data/split``; ``limit`` keeps every k-th image."""
+    import numpy as np
+
+    from sklearn_convfeat import load_image_folder
+
+    paths, y, class_names = load_image_folder(Path(data) / split)
+    labels = np.asarray(class_names, dtype=object)[y]
+    if limit:  # a stratified-enough subset: files are sorted by class
+        step = max(1, len(paths) // limit)
+        paths, labels = paths[::step][:limit], labels[::step][:limit]
+    return paths, labels
+
+
+def timed(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` and its wall time in seconds."""
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
 
 
 def machine():

@@ -24,21 +24,14 @@ import sys
 import time
 from pathlib import Path
 
+import joblib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from sklearn_convfeat import FineTuner, load_image_folder  # noqa: E402
-
-
-def load_split(data, split, limit=None):
-    paths, y, class_names = load_image_folder(Path(data) / split)
-    labels = np.asarray(class_names, dtype=object)[y]
-    if limit:  # a stratified-enough subset: every k-th image
-        step = max(1, len(paths) // limit)
-        paths, labels = paths[::step][:limit], labels[::step][:limit]
-    return paths, labels
+from sklearn_convfeat import FineTuner  # noqa: E402
+from _common import load_split  # noqa: E402
 
 
 def accuracy_run(args, weights):
@@ -65,6 +58,8 @@ def accuracy_run(args, weights):
     validation_accuracy = tuner.score(*validation)
     test_accuracy = tuner.score(*test)
     score_seconds = time.perf_counter() - start
+    if args.save:  # e.g. for bench_cam.py --finetuner
+        joblib.dump(tuner, args.save)
     history = tuner.history_
     return {
         "unfreeze": 1,
@@ -114,6 +109,7 @@ def main(argv=None):
     arguments.add_argument("--timing-images", type=int, default=200)
     arguments.add_argument("--limit", type=int, help="images per split (smoke runs)")
     arguments.add_argument("--skip-accuracy", action="store_true")
+    arguments.add_argument("--save", metavar="FILE", help="joblib.dump the fitted FineTuner")
     arguments.add_argument("--skip-timing", action="store_true")
     args = arguments.parse_args(argv)
     weights = _common.weights_argument(args.weights)

@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._cam import cam, cam_faithfulness, overlay, plot_cam
 from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
 from ._images import load_image_folder
@@ -16,6 +17,10 @@ __all__ = [
     "ConvFeatureExtractor",
     "FineTuner",
     "KerasMLPClassifier",
+    "cam",
+    "cam_faithfulness",
     "load_image_folder",
+    "overlay",
+    "plot_cam",
     "__version__",
 ]

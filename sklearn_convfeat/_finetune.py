@@ -294,7 +294,7 @@ class FineTuner(ClassifierMixin, BaseEstimator):
         check_two_classes(self, self.classes_)
         n_classes = len(self.classes_)
         weights_seed, head_seeds, augment_seed, order_seed, split_seed = _split_seeds(
-            draw_seeds(self.random_state, 8)
+            draw_seeds(self.random_state, 7)
         )
 
         source = resolve_weights(self.weights, weights_seed)
@@ -684,7 +684,7 @@ def _set_trainable_blocks(base, n_blocks):
 
 
 def _split_seeds(seeds):
-    weights_seed, h1, h2, h3, augment_seed, order_seed, split_seed, _ = seeds
+    weights_seed, h1, h2, h3, augment_seed, order_seed, split_seed = seeds
     return weights_seed, (h1, h2, h3), augment_seed, order_seed, split_seed
 
 

@@ -178,7 +178,7 @@ def _check_image_array(X, input_name):
         )
     if X.shape[1] == 0 or X.shape[2] == 0:
         raise ValueError(f"{_EXPECTED_X}. Got images of size 0: shape {X.shape}.")
-    if X.dtype.kind == "f" and 0 <= X.min() and X.max() <= 1.0:
+    if X.dtype.kind == "f" and 0 <= X.min() and 0 < X.max() <= 1.0:
         warnings.warn(
             "X looks scaled to [0, 1] (its largest value is "
             f"{X.max():g}); images are expected in [0, 255], the range of uint8 "

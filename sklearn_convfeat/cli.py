@@ -3,6 +3,9 @@
 ``convfeat evaluate DATA_DIR`` fits ``Pipeline([ConvFeatureExtractor, classifier])`` on
 ``DATA_DIR/train`` and reports accuracy on ``DATA_DIR/validation`` and ``DATA_DIR/test``
 (each a class-per-folder directory), with timings.
+
+``convfeat cam IMAGE... --model FILE -o OUT`` writes Grad-CAM overlays of a fitted model
+saved with ``joblib.dump`` (a FineTuner or a feature pipeline) or with Keras (``.keras``).
 """
 
 import argparse
@@ -53,10 +56,41 @@ def build_parser():
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--save", metavar="FILE", help="joblib.dump the fitted pipeline here")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    cam = commands.add_parser(
+        "cam",
+        help="write class activation heatmaps laid over IMAGE(s) as PNG",
+        description=(
+            "Explain a fitted model's decision on each IMAGE with a class activation "
+            "heatmap (Grad-CAM by default) and write the heatmap laid over the image."
+        ),
+    )
+    cam.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s)")
+    cam.add_argument(
+        "--model", required=True, metavar="FILE",
+        help="a fitted FineTuner or Pipeline saved with joblib.dump (e.g. by "
+        "'convfeat evaluate --save'), or a Keras model saved as .keras",
+    )
+    cam.add_argument(
+        "-o", "--output", required=True, metavar="OUT",
+        help="a .png file (one IMAGE), an existing folder (writes STEM_cam.png there), "
+        "or a pattern with {stem} such as 'cams/{stem}.png'",
+    )
+    cam.add_argument(
+        "--target", help="class label (or index) to explain (default: the predicted class)"
+    )
+    cam.add_argument(
+        "--layer", help="convolutional layer to explain (default: the last one before the cut)"
+    )
+    cam.add_argument(
+        "--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam"
+    )
+    cam.add_argument("--alpha", type=float, default=0.4, help="heatmap opacity (default 0.4)")
+    cam.add_argument("--colormap", default="jet", help="default jet; others need matplotlib")
     return parser
 
 
-def evaluate(args, out=sys.stdout):
+def evaluate(args, out=None):
     import joblib
     import numpy as np
     from sklearn.linear_model import LogisticRegression
@@ -91,7 +125,7 @@ def evaluate(args, out=sys.stdout):
         classifier = LogisticRegression(max_iter=1000)
 
     def say(message):
-        print(message, file=out, flush=True)
+        print(message, file=out or sys.stdout, flush=True)
 
     paths, y_index, class_names = load_image_folder(train_dir)
     labels = np.asarray(class_names, dtype=object)
@@ -135,13 +169,79 @@ def evaluate(args, out=sys.stdout):
     return rows
 
 
+def load_model(path):
+    """A model saved by joblib.dump, or a Keras model saved as .keras/.h5."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--model {path!r} is not a file.")
+    if path.endswith((".keras", ".h5")):
+        import keras
+
+        return keras.models.load_model(path, compile=False)
+    import joblib
+
+    model = joblib.load(path)
+    if not hasattr(model, "predict") and not hasattr(model, "layers"):
+        raise ValueError(
+            f"--model {path!r} holds a {type(model).__name__}, not a fitted model. Save "
+            "a fitted FineTuner or Pipeline with joblib.dump(model, path)."
+        )
+    return model
+
+
+def output_paths(pattern, images):
+    stems = [os.path.splitext(os.path.basename(image))[0] for image in images]
+    if "{stem}" in pattern:
+        return [pattern.format(stem=stem) for stem in stems]
+    if os.path.isdir(pattern):
+        return [os.path.join(pattern, f"{stem}_cam.png") for stem in stems]
+    if len(images) > 1:
+        raise ValueError(
+            f"-o {pattern!r} is one file but {len(images)} images were given: pass an "
+            "existing folder or a pattern with {stem}, such as 'cams/{stem}.png'."
+        )
+    return [pattern]
+
+
+def parse_choice(text, classes):
+    """A command-line string as the class label it names, else an int index."""
+    if text is None:
+        return None
+    for label in classes if classes is not None else ():
+        if str(label) == text:
+            return label
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def explain(args, out=None):
+    from PIL import Image
+
+    from ._cam import _check_X, _explain, _make_explainer, _resolve_targets, overlay
+
+    model = load_model(args.model)
+    outputs = output_paths(args.output, args.images)
+    layer = parse_choice(args.layer, None)
+    explainer = _make_explainer(model, layer)
+    images, _ = _check_X(list(args.images), explainer)
+    targets = _resolve_targets(
+        explainer, parse_choice(args.target, explainer.classes.tolist()), len(images)
+    )
+    heatmaps, used, proba = _explain(explainer, images, targets, args.method, 64, 32)
+    for image, heatmap, index, row, path in zip(args.images, heatmaps, used, proba, outputs):
+        blended = overlay(image, heatmap, alpha=args.alpha, colormap=args.colormap)
+        Image.fromarray(blended).save(path)
+        label = explainer.classes.tolist()[index]
+        print(f"{image}: class {label!r} (p={row[index]:.2f}) -> {path}", file=out or sys.stdout)
+
+
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "evaluate":
             evaluate(args)
-    except (OSError, ValueError) as exc:
+        elif args.command == "cam":
+            explain(args)
+    except (OSError, ValueError, TypeError) as exc:
         print(f"convfeat: error: {exc}", file=sys.stderr)
         return 2
     return 0

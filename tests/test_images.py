@@ -1,4 +1,5 @@
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -151,9 +152,12 @@ def test_boolean_images_are_rejected_with_the_fix():
         check_images(np.zeros((2, 8, 8), dtype=bool))
 
 
-def test_images_scaled_to_unit_range_warn():
+def test_images_scaled_to_unit_range_warn_but_black_images_do_not():
     with pytest.warns(UserWarning, match="looks scaled to \\[0, 1\\]"):
         check_images(np.full((1, 8, 8, 3), 0.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_images(np.zeros((1, 8, 8, 3)))
 
 
 def test_nested_lists_are_accepted_as_arrays():

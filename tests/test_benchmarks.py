@@ -1,0 +1,179 @@
+"""Smoke tests: every benchmark script runs end to end on tiny offline inputs."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_image_folder
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    for split in ("train", "validation", "test"):
+        make_image_folder(tmp_path / "data" / split, {"cats": 4, "dogs": 4})
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+    def load(name):
+        import importlib
+
+        return importlib.import_module(name)
+
+    yield load
+    for name in [n for n in sys.modules if n.startswith("bench_") or n == "_common"]:
+        del sys.modules[name]
+
+
+def test_bench_finetune(bench, dataset, tmp_path):
+    out = tmp_path / "finetune.json"
+    bench("bench_finetune").main([
+        "--data", str(dataset), "--weights", "random", "--image-size", "32",
+        "--head-epochs", "1", "--fine-tune-epochs", "1", "--timing-images", "8",
+        "--out", str(out),
+    ])
+    results = json.loads(out.read_text())
+    assert results["machine"]["cores"] >= 1 and results["date"]
+    assert 0 <= results["accuracy"]["test_accuracy"] <= 1
+    assert results["timing"]["phase2_speedup"] > 0
+
+
+def test_bench_accuracy(bench, dataset, tmp_path):
+    out = tmp_path / "accuracy.json"
+    bench("bench_accuracy").main([
+        "--data", str(dataset), "--weights", "random", "--image-size", "32",
+        "--limit", "4", "--mlp-epochs", "2", "--head-epochs", "1",
+        "--fine-tune-epochs", "1", "--out", str(out),
+    ])
+    results = json.loads(out.read_text())
+    assert results["images"] == {"train": 4, "validation": 4, "test": 4}
+    rows = {(row["stage"], row["preprocessing"]): row for row in results["rows"]}
+    assert set(rows) == {
+        (stage, preprocessing)
+        for stage in ("extract", "logreg", "mlp")
+        for preprocessing in ("vgg16", "rescale")
+    } | {("finetune", "vgg16")}
+    for (stage, _), row in rows.items():
+        assert row["seconds"] > 0
+        if stage != "extract":
+            assert 0 <= row["validation_accuracy"] <= 1
+            assert 0 <= row["test_accuracy"] <= 1
+    assert rows[("mlp", "rescale")]["published"] == 0.90
+    extraction = results["extraction"]["rescale"]
+    assert extraction["n_features"] == 512
+    assert set(extraction["split_seconds"]) == {"train", "validation", "test"}
+
+
+# Smoke-run arguments beside --data, --weights random and --out, for the scripts whose
+# results plot_results.py reads.
+TINY_RUNS = {
+    "bench_throughput": [
+        "--images", "6", "--sizes", "32", "40", "--batch-sizes", "1", "4",
+        "--repeats", "2", "--gemm-size", "128", "--gemm-seconds", "0.01",
+    ],
+    "bench_memory": [
+        # 30 paths > the 24 images of the dataset fixture: the list repeats
+        "--image-size", "32", "--batch-size", "4", "--sizes", "4", "30",
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    """Folder of the smoke runs' results files, which test_plot_results reuses."""
+    return tmp_path_factory.mktemp("results")
+
+
+def run_tiny(bench, name, dataset, folder):
+    out = folder / f"{name}.json"
+    bench(name).main([
+        "--data", str(dataset), "--weights", "random", *TINY_RUNS[name],
+        "--out", str(out),
+    ])
+    return json.loads(out.read_text())
+
+
+def test_bench_throughput(bench, dataset, smoke_results):
+    results = run_tiny(bench, "bench_throughput", dataset, smoke_results)
+    assert [limit["image_size"] for limit in results["limits"]] == [32, 40]
+    for limit in results["limits"]:
+        assert limit["gemm_gflops"] > 0 and limit["images_per_second"] > 0
+    methods = {(row["image_size"], row["method"], row["input"], row["batch_size"])
+               for row in results["rows"]}
+    assert methods == {
+        (size, method, kind, batch_size)
+        for size in (32, 40)
+        for kind in ("arrays", "paths")
+        for method, batch_size in [("seed_loop", 20), ("extractor[tensorflow]", 1),
+                                   ("extractor[tensorflow]", 4)]
+    }
+    for row in results["rows"]:
+        assert len(row["seconds"]) == 2
+        assert row["images_per_second"] > 0 and row["fraction_of_limit"] > 0
+        assert row["vs_seed_loop"] > 0
+        if row["method"] == "seed_loop":
+            assert row["vs_seed_loop"] == 1
+
+
+def test_bench_gridsearch(bench, dataset, tmp_path):
+    out = tmp_path / "gridsearch.json"
+    bench("bench_gridsearch").main([
+        "--data", str(dataset), "--weights", "random", "--image-size", "32",
+        "--cv", "2", "--out", str(out),
+    ])
+    results = json.loads(out.read_text())
+    assert results["images"] == 8
+    assert results["transform_seconds"] > 0 and results["gridsearch_seconds"] > 0
+    assert results["ratio"] > 0 and results["flops_ratio"] > 0
+    assert [row["layer"] for row in results["cv_results"]] == [3, 4, 5]
+    assert results["best_layer"] in (3, 4, 5)
+
+
+def test_bench_memory(bench, dataset, smoke_results):
+    results = run_tiny(bench, "bench_memory", dataset, smoke_results)
+    rows = results["rows"]
+    assert [row["n_images"] for row in rows] == [4, 30]
+    for row in rows:
+        assert row["rss_before_mb"] > 0 and row["transform_peak_mb"] > 0
+        assert row["ru_maxrss_mb"] > 0 and row["images_per_second"] > 0
+        assert row["output_mb"] == pytest.approx(row["n_images"] * 512 * 4 / 2**20)
+    assert "working_growth_mb" in results
+
+
+def test_plot_results(bench, dataset, smoke_results, tmp_path):
+    pytest.importorskip("matplotlib")
+    for name in TINY_RUNS:  # the files of the smoke tests above, unless run alone
+        if not (smoke_results / f"{name}.json").is_file():
+            run_tiny(bench, name, dataset, smoke_results)
+    written = bench("plot_results").main([
+        "--results", str(smoke_results), "--out-dir", str(tmp_path / "docs"),
+    ])
+    assert sorted(path.name for path in written) == ["memory.png", "throughput.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_cam(bench, dataset, tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "cam.json"
+    bench("bench_cam").main([
+        "--data", str(dataset), "--weights", "random", "--image-size", "32",
+        "--head-epochs", "1", "--fine-tune-epochs", "1", "--show", "2",
+        "--faithfulness-images", "4", "--figures", str(tmp_path / "figures"),
+        "--out", str(out),
+    ])
+    results = json.loads(out.read_text())
+    rows = {row["model"]: row for row in results["rows"]}
+    assert set(rows) == {"finetuner", "logreg_pipeline"}
+    for row in rows.values():
+        assert row["images"] == 4
+        assert 0 <= row["gradcam_deletion_auc"] <= 1 and 0 <= row["random_deletion_auc"] <= 1
+        assert Path(row["figure"]).stat().st_size > 0
+    assert len(results["shown_images"]) == 2
