@@ -89,12 +89,17 @@ def main(argv=None):
     arguments.add_argument("--show", type=int, default=4, help="test images to overlay")
     arguments.add_argument("--faithfulness-images", type=int, default=100)
     arguments.add_argument("--limit", type=int, help="training images (smoke runs)")
+    arguments.add_argument("--save-models", metavar="DIR",
+                           help="joblib.dump both fitted models there (for convfeat cam)")
     arguments.add_argument("--figures", default=str(DOCS_IMAGES),
                            help="folder for the overlay figures")
     args = arguments.parse_args(argv)
     weights = _common.weights_argument(args.weights)
 
     models, fit_seconds = fit_models(args, weights)
+    if args.save_models:
+        for name, model in models.items():
+            joblib.dump(model, Path(args.save_models) / f"{name}.joblib")
     paths, labels = load_split(args.data, "test")
     shown = [paths[i] for i in spread(paths, labels, args.show)]
     measured = spread(paths, labels, args.faithfulness_images)

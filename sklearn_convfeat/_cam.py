@@ -1304,14 +1304,15 @@ def _original(images, index):
 
 
 def _displayable(picture):
-    """Values in [0, 255] for display, whatever range a Keras model's input has."""
+    """uint8 for display (imshow clips float RGB to [0, 1]), whatever range a Keras
+    model's input has."""
     picture = np.asarray(picture, dtype=np.float32)
     low, high = float(picture.min()), float(picture.max())
     if low >= 0 and high <= 1.0:
-        return picture * 255.0
-    if low < 0 or high > 255:
-        return (picture - low) / max(high - low, 1e-12) * 255.0
-    return picture
+        picture = picture * 255.0
+    elif low < 0 or high > 255:
+        picture = (picture - low) / max(high - low, 1e-12) * 255.0
+    return np.clip(np.rint(picture), 0, 255).astype(np.uint8)
 
 
 def _as_picture(image):

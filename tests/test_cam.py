@@ -603,6 +603,9 @@ def test_plot_cam_draws_and_saves_a_figure(finetuner, tmp_path):
     title = figure.axes[0].get_title()
     proba = finetuner.predict_proba(images)[0, 1]
     assert title == f"night (p={proba:.2f})"
+    # The picture is drawn as it is: float RGB above 1 would be clipped to white.
+    shown = np.asarray(figure.axes[0].images[0].get_array())
+    np.testing.assert_array_equal(shown, images[0])
     with Image.open(path) as saved:
         assert saved.format == "PNG"
     heatmaps = cam(finetuner, images[:1])
