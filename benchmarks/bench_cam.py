@@ -71,6 +71,13 @@ def fit_models(args, weights):
     return {"finetuner": tuner, "logreg_pipeline": pipeline}, fit_seconds
 
 
+def _relative(path):
+    try:
+        return str(Path(path).resolve().relative_to(_common.REPO))
+    except ValueError:  # figures written outside the repository
+        return str(path)
+
+
 def spread(paths, labels, n):
     """``n`` indices, every k-th image of each class in turn."""
     by_class = [np.flatnonzero(labels == label) for label in np.unique(labels)]
@@ -116,19 +123,25 @@ def main(argv=None):
             cam_faithfulness, model, images, heatmaps, random_state=0
         )
         wins = float(np.mean(scores.auc < scores.random_auc))
+        difference = scores.random_auc - scores.auc
         rows.append({
             "model": name,
             "images": len(images),
             "gradcam_deletion_auc": scores.mean_auc,
             "random_deletion_auc": scores.mean_random_auc,
             "share_gradcam_below_random": wins,
+            "mean_difference": float(difference.mean()),
+            "difference_standard_error": float(difference.std(ddof=1) / np.sqrt(len(images))),
             "test_accuracy_on_these": float(np.mean(model.predict(images) == labels[measured])),
             "fit_seconds": fit_seconds[name],
             "cam_seconds": cam_seconds,
             "faithfulness_seconds": faith_seconds,
-            "figure": str(figure_path),
+            "figure": _relative(figure_path),
+            "gradcam_aucs": scores.auc.round(4).tolist(),
+            "random_aucs": scores.random_auc.round(4).tolist(),
         })
     columns = ["model", "images", "gradcam_deletion_auc", "random_deletion_auc",
+               "mean_difference", "difference_standard_error",
                "share_gradcam_below_random", "cam_seconds", "faithfulness_seconds"]
     print("\nDeletion AUC (class probability as salient pixels are blanked; lower is "
           "better)")

@@ -58,7 +58,7 @@ def accuracy_run(args, weights):
     validation_accuracy = tuner.score(*validation)
     test_accuracy = tuner.score(*test)
     score_seconds = time.perf_counter() - start
-    if args.save:  # e.g. for bench_cam.py --finetuner
+    if getattr(args, "save", None):  # bench_accuracy.py reuses this without --save
         joblib.dump(tuner, args.save)
     history = tuner.history_
     return {

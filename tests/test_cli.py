@@ -2,7 +2,6 @@ import subprocess
 import sys
 
 import joblib
-import numpy as np
 import pytest
 
 from conftest import make_image_folder
