@@ -34,7 +34,7 @@ from sklearn_convfeat import FineTuner  # noqa: E402
 from _common import load_split  # noqa: E402
 
 
-def accuracy_run(args, weights):
+def accuracy_run(args, weights, save=None):
     train = load_split(args.data, "train", args.limit)
     validation = load_split(args.data, "validation", args.limit)
     test = load_split(args.data, "test", args.limit)
@@ -58,8 +58,8 @@ def accuracy_run(args, weights):
     validation_accuracy = tuner.score(*validation)
     test_accuracy = tuner.score(*test)
     score_seconds = time.perf_counter() - start
-    if getattr(args, "save", None):  # bench_accuracy.py reuses this without --save
-        joblib.dump(tuner, args.save)
+    if save:  # e.g. for bench_cam.py --finetuner
+        joblib.dump(tuner, save)
     history = tuner.history_
     return {
         "unfreeze": 1,
@@ -129,7 +129,7 @@ def main(argv=None):
         print(f"cache speed-up per phase-2 epoch: {timing['phase2_speedup']:.1f}x "
               f"(phase 1: {timing['phase1_speedup']:.1f}x)")
     if not args.skip_accuracy:
-        results["accuracy"] = run = accuracy_run(args, weights)
+        results["accuracy"] = run = accuracy_run(args, weights, args.save)
         print("\nFineTuner(unfreeze=1, cache, no augmentation)")
         _common.print_table(
             [run],

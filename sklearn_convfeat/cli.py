@@ -104,7 +104,7 @@ def evaluate(args, out=None):
             f"DATA_DIR must hold a train/ folder (and optionally validation/ and test/), "
             f"each with one sub-folder per class. {train_dir!r} is not a folder."
         )
-    layer = int(args.layer) if args.layer.isdigit() else args.layer
+    layer = parse_choice(args.layer, None)
     weights = None if args.weights == "random" else args.weights
     verbose = 0 if args.quiet else 1
     extractor = ConvFeatureExtractor(
