@@ -160,6 +160,17 @@ def get_forward(source, layer, preprocessing, pooling):
     return forward
 
 
+def pool(maps, pooling):
+    """Feature maps (N, h, w, c) → features, as ``ConvFeatureExtractor`` pools them."""
+    import tensorflow as tf
+
+    if pooling == "avg":
+        return tf.reduce_mean(maps, axis=(1, 2))
+    if pooling == "max":
+        return tf.reduce_max(maps, axis=(1, 2))
+    return tf.reshape(maps, (tf.shape(maps)[0], -1))
+
+
 def _compile_forward(base, layer, preprocessing, pooling):
     import keras
     import tensorflow as tf
@@ -167,12 +178,7 @@ def _compile_forward(base, layer, preprocessing, pooling):
     cut = keras.Model(base.input, base.get_layer(layer).output, name=f"vgg16_{layer}")
 
     def features(images):
-        maps = cut(preprocess(images, preprocessing), training=False)
-        if pooling == "avg":
-            return tf.reduce_mean(maps, axis=(1, 2))
-        if pooling == "max":
-            return tf.reduce_max(maps, axis=(1, 2))
-        return tf.reshape(maps, (tf.shape(maps)[0], -1))
+        return pool(cut(preprocess(images, preprocessing), training=False), pooling)
 
     compiled = tf.function(
         features,

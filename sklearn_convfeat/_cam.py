@@ -49,6 +49,7 @@ from ._backbone import (
     get_base,
     get_forward,
     layer_index,
+    pool,
     preprocess,
     resolve_layer,
 )
@@ -711,6 +712,14 @@ def _run_model(model, x, trace):
     return outputs
 
 
+def _logits(model, x, trace):
+    """The class scores of ``model(x)``: the logits where the output layer's sigmoid or
+    softmax can be undone, else the output. ``trace`` None records nothing else."""
+    trace = trace or _make_trace(model, None, None)
+    outputs = _run_model(model, x, trace)
+    return trace.logits if trace.logits is not None else outputs
+
+
 def _run_layer(layer, trace, *args, **kwargs):
     import keras
 
@@ -917,13 +926,13 @@ class _KerasExplainer:
             f" Its convolutional layers are {[conv.name for conv in convs]}." if convs
             else ""
         )
-        if not isinstance(layer, str) or _find_layer(self.model, layer) is None:
+        found = _find_layer(self.model, layer) if isinstance(layer, str) else None
+        if found is None:
             raise ValueError(
                 f"`layer` must be the name of a layer of the model. Got {layer!r}."
                 f"{suggestion}"
             )
-        found, _ = _find_layer(self.model, layer)
-        shape = _output_shape(found)
+        shape = _output_shape(found[0])
         if shape is not None and len(shape) != 4:
             raise ValueError(
                 f"`layer` must have a 4-D (batch, height, width, channels) output, a "
@@ -955,8 +964,7 @@ class _KerasExplainer:
         def run(images, params, tape):
             model = model_ref()
             trace = _make_trace(model, layer, tape)
-            outputs = _run_model(model, images, trace)
-            logits = trace.logits if trace.logits is not None else outputs
+            logits = _logits(model, images, trace)
             if layer is not None and trace.maps is None:
                 raise ValueError(
                     f"`layer` {layer!r} is not on the path from the model's input to "
@@ -1126,20 +1134,12 @@ class _PipelineExplainer:
                     if tape is not None:
                         tape.watch(x)
                     maps = x
-            if pooling == "avg":
-                features = tf.reduce_mean(x, axis=(1, 2))
-            elif pooling == "max":
-                features = tf.reduce_max(x, axis=(1, 2))
-            else:
-                features = tf.reshape(x, (tf.shape(x)[0], -1))
+            features = pool(x, pooling)
             if kind == "linear":
                 coef, intercept = params
                 return maps, tf.matmul(features, coef, transpose_b=True) + intercept
             scale, shift = params
-            head = head_ref()
-            trace = _make_trace(head, None, None)
-            outputs = _run_model(head, features * scale + shift, trace)
-            return maps, trace.logits if trace.logits is not None else outputs
+            return maps, _logits(head_ref(), features * scale + shift, None)
 
         return run
 
@@ -1218,10 +1218,7 @@ def _compile_head(head_model):
     head_ref = weakref.ref(head_model)
 
     def logits(features):
-        head = head_ref()
-        trace = _make_trace(head, None, None)
-        outputs = _run_model(head, features, trace)
-        return trace.logits if trace.logits is not None else outputs
+        return _logits(head_ref(), features, None)
 
     return tf.function(
         logits, input_signature=[tf.TensorSpec((None, None), tf.float32)],
