@@ -160,6 +160,50 @@ def get_forward(source, layer, preprocessing, pooling):
     return forward
 
 
+def get_segment(source, start, stop, preprocessing, capture=()):
+    """A compiled function running the base from after ``start`` through ``stop``.
+
+    Its input is float32 RGB images in [0, 255] when ``start`` is None, else the maps
+    ``start`` outputs; it returns ``{layer: numpy maps}`` for ``stop`` and each layer of
+    ``capture`` it passes. This lets a feature cache resume a deeper cut from a cached
+    shallower one, and keep the maps it goes by.
+    """
+    entry = get_base(source)
+    names = VGG16_LAYERS[0 if start is None else layer_index(start) + 1 : layer_index(stop) + 1]
+    wanted = tuple(name for name in names if name in capture or name == stop)
+    key = ("segment", start, stop, preprocessing if start is None else None, wanted)
+    with _LOCK:
+        segment = entry.forwards.get(key)
+        if segment is None:
+            segment = _compile_segment(entry.model, start, names, wanted, preprocessing)
+            entry.forwards[key] = segment
+    return segment
+
+
+def _compile_segment(base, start, names, wanted, preprocessing):
+    import tensorflow as tf
+
+    layers = [base.get_layer(name) for name in names]
+    channels = 3 if start is None else _VGG16_SPEC[layer_index(start)][2]
+
+    def run(x):
+        if start is None:
+            x = preprocess(x, preprocessing)
+        outputs = {}
+        for name, layer in zip(names, layers):
+            x = layer(x)
+            if name in wanted:
+                outputs[name] = x
+        return outputs
+
+    compiled = tf.function(
+        run,
+        input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)],
+        reduce_retracing=True,
+    )
+    return lambda x: {name: maps.numpy() for name, maps in compiled(x).items()}
+
+
 def pool(maps, pooling):
     """Feature maps (N, h, w, c) → features, as ``ConvFeatureExtractor`` pools them."""
     import tensorflow as tf
@@ -169,6 +213,18 @@ def pool(maps, pooling):
     if pooling == "max":
         return tf.reduce_max(maps, axis=(1, 2))
     return tf.reshape(maps, (tf.shape(maps)[0], -1))
+
+
+def pool_array(maps, pooling):
+    """:func:`pool` for numpy feature maps (N, h, w, c), as float32 rows."""
+    import numpy as np
+
+    maps = np.asarray(maps, dtype=np.float32)
+    if pooling == "avg":
+        return maps.mean(axis=(1, 2), dtype=np.float32)
+    if pooling == "max":
+        return maps.max(axis=(1, 2))
+    return maps.reshape(len(maps), -1)
 
 
 def _compile_forward(base, layer, preprocessing, pooling):

@@ -1,15 +1,26 @@
 """ConvFeatureExtractor: the frozen VGG16 convolutional base as a scikit-learn transformer."""
 
+import os
 import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import StrOptions
+from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from ._backbone import feature_map_shape, get_base, get_forward, resolve_layer
-from ._images import ImageFiles, UnreadableImageWarning, check_images, prefetch
+from . import _cache
+from ._backbone import (
+    VGG16_LAYERS,
+    feature_map_shape,
+    get_base,
+    get_forward,
+    get_segment,
+    layer_index,
+    pool_array,
+    resolve_layer,
+)
+from ._images import ImageArray, ImageFiles, UnreadableImageWarning, check_images, prefetch
 from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size
 from ._weights import resolve_weights
 
@@ -54,6 +65,18 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         file (missing files are reported before any work starts); ``"skip"`` fills its
         row with NaN, warns with :class:`UnreadableImageWarning`, and lists it in
         ``skipped_``.
+    memory : None, str, path or joblib.Memory, default=None
+        Cache of feature maps keyed by each image's content (file bytes or pixel
+        values) and by the weights, image size, preprocessing and backend: a
+        ``GridSearchCV`` over ``layer`` and ``pooling`` runs the base once per image in
+        all, not once per fold and candidate. A folder (created if missing; a
+        ``joblib.Memory`` stands for its ``location``) keeps them on disk, safe to
+        share between processes; ``joblib.Memory(None)`` keeps them only in a
+        process-wide in-memory cache bounded to 1 GiB (least recently used maps go
+        first), which also fronts the disk. ``None`` caches nothing. The raw map of
+        each requested layer is kept, and of block3/4/5_pool when a pass goes by them,
+        so a deeper cut resumes from a cached shallower one; at 150×150 that is at
+        most 0.53 MB per image. A cached result is exactly what computing it gives.
     verbose : int, default=0
         A progress bar over batches when > 0.
     random_state : int, RandomState instance or None, default=None
@@ -131,6 +154,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         },
         "pooling": [StrOptions({"flatten", "avg", "max"})],
         "on_error": [StrOptions({"raise", "skip"})],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
     }
 
     def __init__(
@@ -143,6 +167,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         preprocessing="vgg16",
         batch_size=32,
         on_error="raise",
+        memory=None,
         verbose=0,
         random_state=None,
     ):
@@ -153,6 +178,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         self.preprocessing = preprocessing
         self.batch_size = batch_size
         self.on_error = on_error
+        self.memory = memory
         self.verbose = verbose
         self.random_state = random_state
 
@@ -191,6 +217,8 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         )
         self._forward = None
         self._get_forward()  # transform then leaves the estimator's __dict__ untouched
+        if self.memory is not None:
+            self._feature_store()  # a bad `memory` fails here, not in transform
         return self
 
     def transform(self, X):
@@ -208,15 +236,19 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
             Rows of skipped files (``on_error="skip"``) are NaN.
         """
         check_is_fitted(self)
-        features, skipped = run_batches(
-            self._get_forward(),
-            check_images(X),
-            n_features=self.n_features_out_,
-            image_size=self.image_size_,
-            batch_size=self.batch_size,
-            on_error=self.on_error,
-            verbose=self.verbose,
-        )
+        images = check_images(X)
+        if self.memory is None:
+            features, skipped = run_batches(
+                self._get_forward(),
+                images,
+                n_features=self.n_features_out_,
+                image_size=self.image_size_,
+                batch_size=self.batch_size,
+                on_error=self.on_error,
+                verbose=self.verbose,
+            )
+        else:
+            features, skipped = self._transform_cached(images)
         if self.on_error == "skip":
             self.skipped_ = skipped
             if skipped:
@@ -271,6 +303,100 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
                 self._weights_source, self.layer_, self.preprocessing, self.pooling
             )
         return self._forward
+
+    def _feature_store(self):
+        namespace, settings = _cache.namespace_key(
+            weights_sha256=self.weights_sha256_,
+            image_size=self.image_size_,
+            preprocessing=self.preprocessing,
+            backend="tensorflow",
+        )
+        return _cache.FeatureStore(_cache.resolve_location(self.memory), namespace, settings)
+
+    def _transform_cached(self, images):
+        """``transform`` through the feature cache: compute only the maps it lacks."""
+        store = self._feature_store()
+        keys = _cache.content_keys(images)
+        maps_shape = self.feature_map_shape_
+        out = np.empty((len(images), self.n_features_out_), dtype=np.float32)
+        misses = []
+        for index, key in enumerate(keys):
+            maps = None if key is None else store.get(self.layer_, key, maps_shape)
+            if maps is None:
+                misses.append(index)
+            else:
+                out[index] = pool_array(maps[np.newaxis], self.pooling)[0]
+        if not misses:
+            return out, []
+        # Resume each miss from the deepest shallower map the cache holds for it.
+        earlier = VGG16_LAYERS[: layer_index(self.layer_)][::-1]
+        by_start = {}
+        for index in misses:
+            key = keys[index]
+            start = next(
+                (layer for layer in earlier if key and store.contains(layer, key)), None
+            )
+            by_start.setdefault(start, []).append(index)
+        skipped, evicted = [], []
+        progress = _progress_bar(len(misses), self.batch_size, self.verbose)
+        work = list(by_start.items())
+        while work:
+            start, rows = work.pop()
+            segment = get_segment(
+                self._weights_source,
+                start,
+                self.layer_,
+                self.preprocessing,
+                capture=_cache.WAYPOINT_LAYERS,
+            )
+            batches = self._segment_inputs(
+                store, images, keys, start, rows, skipped, evicted
+            )
+            for batch_rows, inputs in batches:
+                outputs = segment(inputs)
+                for layer, layer_maps in outputs.items():
+                    for row, maps in zip(batch_rows, layer_maps):
+                        store.put(layer, keys[row], maps)
+                out[batch_rows] = pool_array(outputs[self.layer_], self.pooling)
+                if progress is not None:
+                    progress.add(1)
+            if evicted:  # gone from the cache since we looked: start from the pixels
+                work.append((None, evicted))
+                evicted = []
+        for index, _, _ in skipped:
+            out[index] = np.nan
+        return out, skipped
+
+    def _segment_inputs(self, store, images, keys, start, rows, skipped, evicted):
+        """Batches (rows, inputs) for a segment: decoded images, or cached maps.
+
+        Images that fail to decode go to ``skipped``; rows whose cached map has gone
+        (evicted from memory, or deleted) go to ``evicted``.
+        """
+        if start is not None:
+            shape = feature_map_shape(start, self.image_size_)
+            for first in range(0, len(rows), self.batch_size):
+                found = []
+                for row in rows[first : first + self.batch_size]:
+                    maps = store.get(start, keys[row], shape)
+                    (evicted.append(row) if maps is None else found.append((row, maps)))
+                if found:
+                    yield [row for row, _ in found], np.stack([maps for _, maps in found])
+            return
+        subset = (
+            ImageFiles([images.paths[row] for row in rows])
+            if isinstance(images, ImageFiles)
+            else ImageArray(images.array[rows])
+        )
+        for batch in prefetch(subset.batches(self.batch_size, self.image_size_, self.on_error)):
+            batch_rows = rows[batch.start : batch.start + len(batch.images)]
+            failed = {offset - batch.start for offset, _, _ in batch.failed}
+            skipped.extend(
+                (rows[offset], path, reason) for offset, path, reason in batch.failed
+            )
+            keep = [k for k in range(len(batch_rows)) if k not in failed]
+            if keep:
+                yield [batch_rows[k] for k in keep], batch.images[keep]
 
     def __getstate__(self):
         # The compiled Keras forward is process-local: rebuilt lazily after unpickling.

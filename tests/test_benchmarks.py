@@ -132,6 +132,7 @@ def test_bench_gridsearch(bench, dataset, tmp_path):
     assert results["images"] == 8
     assert results["transform_seconds"] > 0 and results["gridsearch_seconds"] > 0
     assert results["ratio"] > 0 and results["flops_ratio"] > 0
+    assert results["cache_mb"] > 0  # the search ran through a fresh feature cache
     assert [row["layer"] for row in results["cv_results"]] == [3, 4, 5]
     assert results["best_layer"] in (3, 4, 5)
 

@@ -1,0 +1,203 @@
+"""Content-keyed cache of VGG16 feature maps, for ``ConvFeatureExtractor(memory=...)``.
+
+In FP32 the extractor learns nothing, so the feature map of an image at a layer depends
+only on the image's bytes and on (weights, image size, preprocessing, backend): a cache
+keyed by those can serve every fold and every candidate of a grid search. Entries are the
+raw (h, w, c) maps at a layer, before pooling, so that a deeper layer can be computed
+from a cached shallower one instead of from the pixels; pooling is applied on the way
+out and is not part of the key.
+
+Layout on disk::
+
+    <location>/sklearn_convfeat/<namespace>/namespace.json   what the namespace means
+    <location>/sklearn_convfeat/<namespace>/<layer>/<key[:2]>/<key>.npy
+
+Every file is written to a temporary name in its final folder and renamed into place
+(``os.replace``, atomic on POSIX and Windows), so readers, concurrent writers in other
+processes and killed processes never see or leave a partial entry; an entry that does not
+load as the expected array counts as a miss and is rewritten.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+SUBFOLDER = "sklearn_convfeat"
+RAM_BUDGET_BYTES = 1 << 30  # per process, shared by every extractor
+
+# Besides the requested layer, a pass through the base also stores these maps when it
+# goes by them: a later, deeper request resumes from them. Lower ones are too large
+# (block2_pool is 2× block3_pool) for what they save (block1-2 are 32% of the FLOPs).
+WAYPOINT_LAYERS = ("block3_pool", "block4_pool", "block5_pool")
+
+
+def namespace_key(**settings):
+    """Hex digest naming everything but the image and the layer that fixes a map."""
+    settings = {"format": FORMAT_VERSION, **settings}
+    text = json.dumps(settings, sort_keys=True, default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:32], settings
+
+
+def content_keys(images):
+    """A digest of each image's content: file bytes for paths, pixel values for arrays.
+
+    None for a file that cannot be read (the decoder then reports or skips it).
+    """
+    if hasattr(images, "paths"):
+        return [_file_key(path) for path in images.paths]
+    array = images.array
+    header = f"{array.dtype.str}{array.shape[1:]}".encode()
+    return [
+        hashlib.blake2b(header + np.ascontiguousarray(image).tobytes(), digest_size=20)
+        .hexdigest()
+        for image in array
+    ]
+
+
+def _file_key(path):
+    digest = hashlib.blake2b(b"file:", digest_size=20)
+    try:
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+class _RamCache:
+    """Least-recently-used arrays, bounded by their total size in bytes."""
+
+    def __init__(self, max_bytes):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key, value):
+        if value.nbytes > self.max_bytes:
+            return
+        value = value.copy()
+        value.setflags(write=False)  # callers get views of it: nobody may edit it
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self.nbytes -= old.nbytes
+            self._entries[key] = value
+            self.nbytes += value.nbytes
+            while self.nbytes > self.max_bytes:
+                _, evicted = self._entries.popitem(last=False)
+                self.nbytes -= evicted.nbytes
+
+    def clear(self):
+        with self._lock:
+            self._entries.clear()
+            self.nbytes = 0
+
+    def __len__(self):
+        return len(self._entries)
+
+
+RAM_CACHE = _RamCache(RAM_BUDGET_BYTES)
+
+
+def clear_ram_cache():
+    """Forget every feature map this process keeps in memory."""
+    RAM_CACHE.clear()
+
+
+def resolve_location(memory):
+    """The folder of a ``memory`` parameter value, or None for the in-memory cache only."""
+    location = getattr(memory, "location", memory)  # joblib.Memory or a path
+    if location is None:
+        return None
+    folder = Path(os.fspath(location)).expanduser() / SUBFOLDER
+    if Path(os.fspath(location)).expanduser().is_file():
+        raise ValueError(
+            f"`memory` must be a directory for the feature cache (or None, or a "
+            f"joblib.Memory). Got {os.fspath(location)!r}, which is a file. Pass a "
+            "folder path; it is created if missing."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"`memory` must be a writable directory for the feature cache. Got "
+            f"{os.fspath(location)!r}: {exc}. Pass a folder you can write to, or "
+            "memory=None to cache nothing."
+        ) from exc
+    return folder
+
+
+class FeatureStore:
+    """Feature maps of one namespace: the process-wide RAM cache, then ``folder``."""
+
+    def __init__(self, folder, namespace, settings):
+        self.folder = None if folder is None else Path(folder) / namespace
+        self.namespace = namespace
+        if self.folder is not None and not (self.folder / "namespace.json").is_file():
+            _write_atomic(
+                self.folder / "namespace.json",
+                lambda file: file.write(json.dumps(settings, indent=1).encode()),
+            )
+
+    def _path(self, layer, key):
+        return self.folder / layer / key[:2] / f"{key}.npy"
+
+    def get(self, layer, key, shape):
+        """The (h, w, c) float32 map, or None when absent or unreadable."""
+        ram_key = (self.namespace, layer, key)
+        maps = RAM_CACHE.get(ram_key)
+        if maps is not None or self.folder is None:
+            return maps
+        path = self._path(layer, key)
+        try:
+            maps = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None  # absent, or not a complete .npy: a miss, rewritten later
+        if maps.shape != tuple(shape) or maps.dtype != np.float32:
+            return None
+        RAM_CACHE.put(ram_key, maps)
+        return maps
+
+    def contains(self, layer, key):
+        if RAM_CACHE.get((self.namespace, layer, key)) is not None:
+            return True
+        return self.folder is not None and self._path(layer, key).is_file()
+
+    def put(self, layer, key, maps):
+        maps = np.ascontiguousarray(maps, dtype=np.float32)
+        RAM_CACHE.put((self.namespace, layer, key), maps)
+        if self.folder is not None:
+            _write_atomic(
+                self._path(layer, key), lambda file: np.save(file, maps, allow_pickle=False)
+            )
+
+
+def _write_atomic(path, write):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
