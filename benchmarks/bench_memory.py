@@ -45,6 +45,7 @@ import _common  # noqa: E402
 import sklearn_convfeat  # noqa: E402
 from sklearn_convfeat import ConvFeatureExtractor  # noqa: E402
 
+TARGET_PEAK_RATIO = 1.2  # issue 6: peak RSS from 500 to 4000 paths
 COLUMNS = ["n_images", "rss_before_mb", "transform_peak_mb", "increment_mb",
            "output_mb", "working_mb", "ru_maxrss_mb", "images_per_second"]
 
@@ -147,12 +148,18 @@ def main(argv=None):
         "settings": {k: v for k, v in vars(args).items() if k not in ("out", "child")},
         "rows": rows,
         "working_growth_mb": rows[-1]["working_mb"] - rows[0]["working_mb"],
+        "peak_ratio": rows[-1]["transform_peak_mb"] / rows[0]["transform_peak_mb"],
+        "target_peak_ratio": TARGET_PEAK_RATIO,
     }
     print(f"\nMemory of transform at {args.image_size}x{args.image_size}, "
           f"batch {args.batch_size}, one fresh process per N")
     _common.print_table(rows, COLUMNS)
     print(f"working memory from N={rows[0]['n_images']} to N={rows[-1]['n_images']}: "
           f"{results['working_growth_mb']:+.4g} MB")
+    met = "met" if results["peak_ratio"] <= TARGET_PEAK_RATIO else "NOT met"
+    print(f"peak RSS, N={rows[-1]['n_images']} / N={rows[0]['n_images']}: "
+          f"{results['peak_ratio']:.3g}x (output included); target <= "
+          f"{TARGET_PEAK_RATIO}x: {met}")
     path = _common.write_results("bench_memory", results, args.out)
     print(f"\nresults: {path}")
     return results

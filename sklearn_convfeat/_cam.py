@@ -143,12 +143,18 @@ def cam(
     Returns
     -------
     heatmaps : ndarray of shape (n_images, height, width), or list of ndarray
-        float32 heatmaps in [0, 1], each at its image's own size (bilinear upsampling)
-        so that it can be laid over the original picture, and divided by its maximum
-        (an image with no positive evidence for the class gets all zeros). An ndarray
-        when all images share a size, a list of (height, width) arrays otherwise
-        (files of different sizes), and one (height, width) array when ``X`` is a
-        single image.
+        Heatmaps (float32) in [0, 1], each at its image's own size (bilinear
+        upsampling) so that it can be laid over the original picture, and divided by
+        its maximum (an image with no positive evidence for the class gets all
+        zeros). An ndarray when all images share a size, a list of (height, width)
+        arrays otherwise (files of different sizes), and one (height, width) array
+        when ``X`` is a single image.
+
+    See Also
+    --------
+    overlay : Lay a heatmap over its image.
+    plot_cam : Image, heatmap and overlay side by side.
+    cam_faithfulness : Measure whether the heatmap points at what the model uses.
 
     Notes
     -----
@@ -177,12 +183,6 @@ def cam(
     H. Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
     Neural Networks", CVPR Workshops 2020.
     F. Chollet, *Deep Learning with Python*, Manning, 2017, §5.4.3.
-
-    See Also
-    --------
-    overlay : Lay a heatmap over its image.
-    plot_cam : Image, heatmap and overlay side by side.
-    cam_faithfulness : Does the heatmap point at what the model uses?
 
     Examples
     --------

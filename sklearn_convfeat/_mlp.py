@@ -111,7 +111,7 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
     See Also
     --------
     sklearn_convfeat.ConvFeatureExtractor : The features this head is made for.
-    sklearn.neural_network.MLPClassifier : scikit-learn's own MLP; no dropout,
+    sklearn.neural_network.MLPClassifier : The MLP of scikit-learn; no dropout,
         no GPU.
     sklearn.linear_model.LogisticRegression : A strong, faster baseline on
         convnet features.

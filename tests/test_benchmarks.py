@@ -36,13 +36,18 @@ def test_bench_finetune(bench, dataset, tmp_path):
     out = tmp_path / "finetune.json"
     bench("bench_finetune").main([
         "--data", str(dataset), "--weights", "random", "--image-size", "32",
-        "--head-epochs", "1", "--fine-tune-epochs", "1", "--timing-images", "8",
-        "--out", str(out),
+        "--timing-image-size", "32", "--head-epochs", "1", "--fine-tune-epochs", "1",
+        "--timing-images", "8", "--out", str(out),
     ])
     results = json.loads(out.read_text())
     assert results["machine"]["cores"] >= 1 and results["date"]
     assert 0 <= results["accuracy"]["test_accuracy"] <= 1
-    assert results["timing"]["phase2_speedup"] > 0
+    rows = results["timing"]["rows"]
+    assert [row["epoch"] for row in rows] == ["train only", "train + validation"]
+    assert [row["validation_images"] for row in rows] == [0, 4]
+    for row in rows:
+        assert row["phase2_speedup"] > 0
+        assert 1 < row["flop_bound"] < 20
 
 
 def test_bench_accuracy(bench, dataset, tmp_path):
@@ -75,14 +80,22 @@ def test_bench_accuracy(bench, dataset, tmp_path):
 # results plot_results.py reads.
 TINY_RUNS = {
     "bench_throughput": [
-        "--images", "6", "--sizes", "32", "40", "--batch-sizes", "1", "4",
-        "--repeats", "2", "--gemm-size", "128", "--gemm-seconds", "0.01",
+        "--images", "6", "--sizes", "32", "40", "--layer", "block2_pool",
+        "--batch-sizes", "1", "4", "--inputs", "arrays", "paths",
+        "--calibration-images", "4", "--repeats", "2", "--gemm-size", "128",
+        "--gemm-seconds", "0.01",
     ],
     "bench_memory": [
         # 30 paths > the 24 images of the dataset fixture: the list repeats
         "--image-size", "32", "--batch-size", "4", "--sizes", "4", "30",
     ],
 }
+
+
+@pytest.fixture
+def model_cache(monkeypatch, tmp_path):
+    """Exports of the ONNX Runtime / OpenVINO backends go to a temporary KERAS_HOME."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +113,11 @@ def run_tiny(bench, name, dataset, folder):
     return json.loads(out.read_text())
 
 
-def test_bench_throughput(bench, dataset, smoke_results):
+def test_bench_throughput(bench, dataset, smoke_results, model_cache):
     results = run_tiny(bench, "bench_throughput", dataset, smoke_results)
+    backends = bench("bench_throughput").available_backends()
+    assert "tensorflow" in backends
+    assert results["calibration_images"] == 2  # the 8 train images less the 6 timed
     assert [limit["image_size"] for limit in results["limits"]] == [32, 40]
     for limit in results["limits"]:
         assert limit["gemm_gflops"] > 0 and limit["images_per_second"] > 0
@@ -111,15 +127,57 @@ def test_bench_throughput(bench, dataset, smoke_results):
         (size, method, kind, batch_size)
         for size in (32, 40)
         for kind in ("arrays", "paths")
-        for method, batch_size in [("seed_loop", 20), ("extractor[tensorflow]", 1),
-                                   ("extractor[tensorflow]", 4)]
+        for method, batch_size in [("seed_loop", 20)] + [
+            (f"extractor[{backend}]", batch) for backend in backends for batch in (1, 4)
+        ]
     }
     for row in results["rows"]:
         assert len(row["seconds"]) == 2
         assert row["images_per_second"] > 0 and row["fraction_of_limit"] > 0
         assert row["vs_seed_loop"] > 0
         if row["method"] == "seed_loop":
-            assert row["vs_seed_loop"] == 1
+            assert row["vs_seed_loop"] == 1 and row["rel_err_vs_tf"] is None
+        elif row["backend"] in ("tensorflow", "onnxruntime", "openvino"):
+            assert row["rel_err_vs_tf"] < 1e-4  # FP32 backends give TF's features
+        else:
+            assert row["rel_err_vs_tf"] > 0  # INT8: not TensorFlow's features
+    targets = {(t["image_size"], t["input"], t["backend"], t["measure"])
+               for t in results["targets"]}
+    assert targets == {
+        (size, kind, backend, measure)
+        for size in (32, 40) for kind in ("arrays", "paths") for backend in backends
+        for measure in bench("bench_throughput").TARGETS[backend]
+    }
+    for target in results["targets"]:
+        assert target["met"] == (target["value"] >= target["target"])
+
+
+def test_bench_quantize(bench, dataset, tmp_path, model_cache):
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    out = tmp_path / "quantize.json"
+    bench("bench_quantize").main([
+        "--data", str(dataset), "--weights", "random", "--image-size", "32",
+        "--layer", "block2_pool", "--limit", "6", "--out", str(out),
+    ])
+    results = json.loads(out.read_text())
+    assert results["images"] == {"train": 6, "test": 6}
+    rows = {row["precision"]: row for row in results["rows"]}
+    assert set(rows) == {"fp32", "int8"}
+    assert rows["int8"]["n_calibration_images"] == 6
+    assert rows["fp32"]["n_calibration_images"] is None
+    for row in rows.values():
+        assert 0 <= row["test_accuracy"] <= 1
+        assert row["fit_seconds"] > 0 and row["transform_seconds"] > 0
+    assert results["accuracy_difference_points"] == pytest.approx(
+        100 * (rows["int8"]["test_accuracy"] - rows["fp32"]["test_accuracy"])
+    )
+    points = results["accuracy_difference_points"]
+    assert results["within_target"] == (abs(points) <= 0.5)
+    assert 0 <= results["test_predictions_changed"] <= 6
+    assert results["feature_relative_error"] > 0  # INT8 is not FP32
+    assert -1 <= results["feature_correlation"] <= 1
+    assert results["speedup"] > 0
 
 
 def test_bench_gridsearch(bench, dataset, tmp_path):
@@ -148,7 +206,7 @@ def test_bench_memory(bench, dataset, smoke_results):
     assert "working_growth_mb" in results
 
 
-def test_plot_results(bench, dataset, smoke_results, tmp_path):
+def test_plot_results(bench, dataset, smoke_results, tmp_path, model_cache):
     pytest.importorskip("matplotlib")
     for name in TINY_RUNS:  # the files of the smoke tests above, unless run alone
         if not (smoke_results / f"{name}.json").is_file():

@@ -663,7 +663,7 @@ def test_cli_cam_errors_are_one_line(saved_pipeline, image_files, tmp_path, caps
     for extra, message in cases:
         assert main(["cam", image_files[0], "-o", out, *extra]) == 2
         err = capsys.readouterr().err.strip()
-        assert err.startswith("convfeat: error: ") and message in err and "\n" not in err
+        assert err.startswith("convfeat cam: error: ") and message in err and "\n" not in err
     assert main(["cam", *image_files, "--model", saved_pipeline, "-o", out]) == 2
     assert "2 images" in capsys.readouterr().err
     not_a_model = tmp_path / "dict.joblib"

@@ -1,66 +1,371 @@
+"""The ``convfeat`` command line: each subcommand once through a real subprocess (the
+entry point, argument parsing, exit status, no traceback), the rest in-process."""
+
+import importlib.util
+import os
 import subprocess
 import sys
 
 import joblib
+import numpy as np
 import pytest
-
 from conftest import make_image_folder
+from PIL import Image
+
+from sklearn_convfeat import ConvFeatureExtractor, FineTuner
 from sklearn_convfeat.cli import main
+
+TINY = ["--weights", "random", "--image-size", "32"]
+
+
+def convfeat(*args):
+    """Start ``python -m sklearn_convfeat.cli ARGS`` as the shell would."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env.pop("SKLEARN_CONVFEAT_WEIGHTS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sklearn_convfeat.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def finish(process):
+    stdout, stderr = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def error_of(result):
+    """The command's own error line; TensorFlow's C++ start-up log lines aside."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def make_dataset(root):
+    for split in ("train", "validation", "test"):
+        make_image_folder(root / split, {"cats": 4, "dogs": 4}, size=(32, 32))
+    return root
 
 
 @pytest.fixture
 def dataset(tmp_path):
-    for split in ("train", "validation", "test"):
-        make_image_folder(tmp_path / "data" / split, {"cats": 4, "dogs": 4})
-    return tmp_path / "data"
+    return make_dataset(tmp_path / "data")
 
 
-def test_evaluate_reports_every_split_and_saves_the_pipeline(dataset, tmp_path, capsys):
-    saved = tmp_path / "model.joblib"
-    status = main([
-        "evaluate", str(dataset), "--weights", "random", "--image-size", "32",
-        "--pooling", "avg", "--save", str(saved), "--quiet",
-    ])
-    out = capsys.readouterr().out
-    assert status == 0
-    table = out[out.index("split "):].splitlines()[1:4]
-    rows = {line.split()[0]: line.split() for line in table}
-    assert set(rows) == {"train", "validation", "test"}
-    assert rows["test"][1] == "8" and 0.0 <= float(rows["test"][2]) <= 1.0
-    pipeline = joblib.load(saved)
-    predictions = pipeline.predict([str(p) for p in sorted((dataset / "test").rglob("*.png"))])
-    assert set(predictions) <= {"cats", "dogs"}
+def image_paths(folder):
+    return [str(p) for p in sorted(folder.rglob("*.png"))]
+
+
+# ------------------------------------------------------------------- through a subprocess
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One real run of each command, started side by side: each pays TensorFlow's
+    import, so running them together keeps this file fast."""
+    root = tmp_path_factory.mktemp("cli")
+    data = make_dataset(root / "data")
+    started = {
+        "evaluate": convfeat(
+            "evaluate", data, *TINY, "--pooling", "avg", "--save", root / "model.joblib"
+        ),
+        "finetune": convfeat(
+            "finetune",
+            data,
+            *TINY,
+            "--head-epochs",
+            "2",
+            "--fine-tune-epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--save",
+            root / "tuner.joblib",
+        ),
+        "missing": convfeat("extract", root / "nowhere", "-o", root / "f.npy"),
+        "unfreeze": convfeat("finetune", data, *TINY, "--unfreeze", "9"),
+    }
+    if importlib.util.find_spec("pyarrow") and importlib.util.find_spec("pandas"):
+        started["extract"] = convfeat(
+            "extract",
+            data / "train",
+            "-o",
+            root / "train.parquet",
+            *TINY,
+            "--pooling",
+            "avg",
+        )
+    results = {"evaluate": finish(started.pop("evaluate"))}
+    image = image_paths(data / "test")[0]
+    started["cam"] = convfeat(
+        "cam",
+        image,
+        "--model",
+        root / "model.joblib",
+        "-o",
+        root / "cam.png",
+        "--target",
+        "dogs",
+    )
+    results.update((name, finish(process)) for name, process in started.items())
+    return root, results
+
+
+def test_extract_writes_parquet_with_paths_labels_and_the_extractors_features(runs):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    root, results = runs
+    result, out = results["extract"], root / "train.parquet"
+    assert result.returncode == 0, result.stderr
+    assert f"wrote 8×512 features (block5_pool, avg) to {out}" in result.stdout
+    table = pd.read_parquet(out)
+    paths = image_paths(root / "data" / "train")
+    assert table["path"].tolist() == paths
+    assert table["label"].tolist() == ["cats"] * 4 + ["dogs"] * 4
+    extractor = ConvFeatureExtractor(
+        weights=None, image_size=32, pooling="avg", random_state=0
+    ).fit(paths)
+    assert table.columns[2:].tolist() == extractor.get_feature_names_out().tolist()
+    np.testing.assert_allclose(
+        table.iloc[:, 2:].to_numpy(), extractor.transform(paths), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_evaluate_reports_every_split_and_saves_the_pipeline(runs):
+    root, results = runs
+    result = results["evaluate"]
+    assert result.returncode == 0, result.stderr
+    table = result.stdout[result.stdout.index("split ") :].splitlines()[1:4]
+    assert [line.split()[:2] for line in table] == [
+        ["train", "8"],
+        ["validation", "8"],
+        ["test", "8"],
+    ]
+    assert all(0.0 <= float(line.split()[2]) <= 1.0 for line in table)
+    pipeline = joblib.load(root / "model.joblib")
+    assert set(pipeline.predict(image_paths(root / "data" / "test"))) <= {
+        "cats",
+        "dogs",
+    }
+
+
+def test_cam_writes_the_overlay_of_the_saved_pipeline(runs):
+    root, results = runs
+    result = results["cam"]
+    assert result.returncode == 0, result.stderr
+    assert "class 'dogs' (p=" in result.stdout
+    with Image.open(root / "cam.png") as written:
+        assert written.format == "PNG" and written.size == (32, 32)
+
+
+def test_finetune_reports_accuracy_and_saves_a_fitted_tuner(runs):
+    root, results = runs
+    result = results["finetune"]
+    assert result.returncode == 0, result.stderr
+    assert (
+        "phase 1 ran 2 epoch(s), phase 2 1; frozen-prefix cache: memory"
+        in result.stdout
+    )
+    rows = result.stdout[result.stdout.index("split ") :].splitlines()[1:3]
+    assert [row.split()[:2] for row in rows] == [["validation", "8"], ["test", "8"]]
+    assert "wall time (fit + evaluate):" in result.stdout
+    assert "Epoch 1/2" in result.stdout  # Keras' progress bars, not --quiet
+    tuner = joblib.load(root / "tuner.joblib")
+    assert isinstance(tuner, FineTuner) and tuner.history_["phase"] == [1, 1, 2]
+    assert set(tuner.predict(image_paths(root / "data" / "test"))) <= {"cats", "dogs"}
+
+
+def test_errors_are_one_line_without_traceback(runs):
+    root, results = runs
+    # Bad paths are found before TensorFlow is imported: stderr is that one line.
+    assert results["missing"].stderr == (
+        f"convfeat extract: error: INPUT {str(root / 'nowhere')!r} does not exist. "
+        "Give a class-per-folder directory, a folder of images, or a text file listing "
+        "image paths (one per line).\n"
+    )
+    assert results["missing"].returncode == 2
+    assert error_of(results["unfreeze"]) == (
+        "convfeat finetune: error: The 'unfreeze' parameter of FineTuner must be an int "
+        "in the range [0, 5]. Got 9 instead."
+    )
+
+
+# ---------------------------------------------------------------------------- in-process
+
+
+@pytest.mark.parametrize("command", ["extract", "evaluate", "finetune", "cam"])
+def test_help_of_each_command(command, capsys):
+    with pytest.raises(SystemExit) as exit:
+        main([command, "--help"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: convfeat {command} ")
+
+
+def test_extract_a_plain_folder_and_a_list_file_to_npy(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", {"x": 3}, size=(32, 32)) / "x"
+    paths = image_paths(folder)
+    listing = tmp_path / "list.txt"
+    # Comments and blank lines are skipped; relative paths are read from the list's folder.
+    listing.write_text(f"# two images\n\nimages/x/x.2.png\n{paths[0]}\n")
+    expected = ConvFeatureExtractor(
+        weights=None, image_size=32, layer=3, pooling="max", random_state=0
+    ).fit_transform(paths)
+    for source, rows in [(folder, [0, 1, 2]), (listing, [2, 0])]:
+        out = tmp_path / "features.npy"
+        assert (
+            main(
+                [
+                    "extract",
+                    str(source),
+                    "-o",
+                    str(out),
+                    *TINY,
+                    "--layer",
+                    "3",
+                    "--pooling",
+                    "max",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
+        np.testing.assert_allclose(np.load(out), expected[rows], rtol=1e-5, atol=1e-5)
+    assert "wrote 2×256 features (block3_pool, max)" in capsys.readouterr().out
+
+
+def test_extract_skips_unreadable_files_when_asked(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", {"x": 2}, size=(32, 32)) / "x"
+    (folder / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "features.npy"
+    args = ["extract", str(folder), "-o", str(out), *TINY, "--quiet"]
+    assert main(args) == 2
+    assert "Cannot read image file" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="Skipped 1 unreadable"):
+        assert main([*args, "--skip-unreadable"]) == 0
+    assert np.isnan(np.load(out)[0]).all()  # broken.png sorts first
+    assert "skipped row 0" in capsys.readouterr().out
+
+
+@pytest.fixture
+def layouts(tmp_path):
+    mixed = make_image_folder(tmp_path / "mixed", {"a": 1, "b": 1}, size=(32, 32))
+    Image.new("RGB", (32, 32)).save(mixed / "loose.png")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "comments.txt").write_text("# nothing\n\n")
+    (tmp_path / "binary.dat").write_bytes(b"\xff\xfe\x00\x81")
+    (tmp_path / "a_file").write_text("")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (
+            ["extract", "mixed", "-o", "f.npy"],
+            "INPUT 'mixed' holds both image files and sub-folders of images (a, b)",
+        ),
+        (["extract", "empty", "-o", "f.npy"], "INPUT 'empty' holds no image files"),
+        (["extract", "comments.txt", "-o", "f.npy"], "lists no image paths"),
+        (
+            ["extract", "binary.dat", "-o", "f.npy"],
+            "INPUT 'binary.dat' is neither an image",
+        ),
+        (
+            ["extract", "mixed/a", "-o", "f.csv"],
+            "-o 'f.csv' must end in .npy or .parquet: the extension chooses the format.",
+        ),
+        (
+            ["extract", "mixed/a", "-o", "mixed"],
+            "-o 'mixed' must end in .npy or .parquet",
+        ),
+        (
+            ["extract", "mixed/a", "-o", "no/such/f.npy"],
+            "such' does not exist. Give a path",
+        ),
+        (
+            ["extract", "mixed/a", "-o", "a_file/f.npy"],
+            "a_file' is a file. Give a path in",
+        ),
+        (
+            ["extract", "mixed/a", "-o", "f.npy", "--weights", "vgg.h5"],
+            "--weights 'vgg.h5' is not a file. Give 'imagenet', 'random', or the path",
+        ),
+        (
+            ["extract", "mixed/a", "-o", "f.npy", *TINY, "--layer", "blok5"],
+            "The 'layer' parameter of ConvFeatureExtractor must be",
+        ),
+        (
+            ["extract", "mixed/a", "-o", "f.npy", *TINY, "--batch-size", "0"],
+            "The 'batch_size' parameter of ConvFeatureExtractor must be an int in the range",
+        ),
+        (["evaluate", "empty"], "DATA_DIR must hold a train/ folder"),
+        (["evaluate", "nowhere"], "DATA_DIR 'nowhere' is not a folder."),
+        (
+            ["evaluate", "mixed", "--save", "no/model.joblib"],
+            "--save 'no/model.joblib' cannot",
+        ),
+        (["finetune", "empty", *TINY], "DATA_DIR must hold a train/ folder"),
+        (["finetune", "mixed", "--save", "mixed"], "--save 'mixed' is a folder"),
+        (
+            ["cam", "missing.png", "--model", "m.joblib", "-o", "o.png"],
+            "1 IMAGE file(s) do not exist: 'missing.png'.",
+        ),
+    ],
+)
+def test_bad_input_is_a_one_line_error(layouts, monkeypatch, capsys, command, message):
+    monkeypatch.chdir(layouts)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"convfeat {command[0]}: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_parquet_without_pyarrow_names_the_fix(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now fails
+    assert main(["extract", str(tmp_path), "-o", str(tmp_path / "f.parquet")]) == 2
+    assert capsys.readouterr().err == (
+        "convfeat extract: error: writing .parquet needs pandas and pyarrow (pyarrow is "
+        "not installed): pip install pandas pyarrow (or the 'parquet' extra), or write "
+        ".npy instead.\n"
+    )
+
+
+def test_usage_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["extract", "folder"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (
+        "convfeat extract: error: the following arguments are required: -o/--output "
+        "(see 'convfeat extract --help')\n"
+    )
 
 
 def test_evaluate_with_the_mlp_head(dataset, capsys):
-    assert main([
-        "evaluate", str(dataset), "--weights", "random", "--image-size", "32",
-        "--pooling", "avg", "--classifier", "mlp", "--layer", "4", "--quiet",
-    ]) == 0
-    assert "validation" in capsys.readouterr().out
-
-
-def test_missing_train_folder_is_a_one_line_error(tmp_path, capsys):
-    assert main(["evaluate", str(tmp_path), "--weights", "random"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("convfeat: error: DATA_DIR must hold a train/ folder")
-    assert "\n" not in err
-
-
-def test_bad_parameter_is_a_one_line_error(dataset, capsys):
-    assert main(["evaluate", str(dataset), "--weights", "random", "--layer", "blok5"]) == 2
-    assert "'layer' parameter" in capsys.readouterr().err
-
-
-def test_the_console_script_is_installed():
-    result = subprocess.run(
-        [sys.executable, "-m", "sklearn_convfeat.cli", "evaluate", "--help"],
-        capture_output=True, text=True, check=True,
+    assert (
+        main(
+            [
+                "evaluate",
+                str(dataset),
+                *TINY,
+                "--pooling",
+                "avg",
+                "--classifier",
+                "mlp",
+                "--layer",
+                "4",
+                "--quiet",
+            ]
+        )
+        == 0
     )
-    assert "DATA_DIR" in result.stdout and "--weights" in result.stdout
+    assert "validation" in capsys.readouterr().out
 
 
 def test_classes_must_match_between_splits(dataset, capsys):
     make_image_folder(dataset / "test", {"birds": 2})
-    assert main(["evaluate", str(dataset), "--weights", "random", "--image-size", "32", "--quiet"]) == 2
+    assert main(["evaluate", str(dataset), *TINY, "--quiet"]) == 2
+    assert "class sub-folders must match" in capsys.readouterr().err
+    assert main(["finetune", str(dataset), *TINY, "--quiet"]) == 2
     assert "class sub-folders must match" in capsys.readouterr().err

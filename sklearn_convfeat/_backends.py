@@ -1,0 +1,433 @@
+"""The VGG16 base exported for ONNX Runtime and OpenVINO, cached on disk and in memory.
+
+A *runner* is a callable: float32 RGB images ``(N, H, W, 3)`` in [0, 255] at the size
+it was exported for → the raw feature map ``(N, h, w, c)`` as float32 numpy. The
+preprocessing is inside the exported graph; the caller pools with ``pool_array``.
+
+Exports are built once per (weights sha256, layer, image size, preprocessing, format
+version) and kept next to Keras' own cache, in ``$KERAS_HOME/sklearn_convfeat/`` (or
+``~/.keras/sklearn_convfeat/``; a temporary folder when that is not writable):
+
+* ``<key>.onnx``: the ONNX model (tf2onnx), written to a temporary file in the same
+  folder and moved into place with ``os.replace``;
+* ``<key>.openvino/``: the OpenVINO IR (``model.xml`` + ``model.bin``, converted from
+  the traced TensorFlow function by ``openvino.convert_model``), written to a temporary
+  folder and renamed into place.
+
+Readers therefore only ever see complete files, whatever concurrent or killed processes
+did; a file that fails to load anyway (edited, truncated by a full disk) is rebuilt.
+Loaded sessions and compiled models are kept in a small process-wide cache, so clones
+and repeated ``transform`` calls never re-export or re-compile.
+"""
+
+import contextlib
+import functools
+import io
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+
+import numpy as np
+
+from ._backbone import get_base, pool_array, preprocess
+
+# Bump when the exported graph changes (opset, preprocessing, input layout): old files
+# are then ignored rather than loaded.
+FORMAT_VERSION = 1
+ONNX_OPSET = 17
+# Images NNCF calibrates INT8 on: its own default subset size, enough for stable
+# activation ranges; more only costs fit time.
+MAX_CALIBRATION_IMAGES = 300
+
+BACKENDS = ("tensorflow", "onnxruntime", "openvino")
+# backend -> (extra of sklearn-convfeat, modules it needs)
+_EXTRAS = {
+    "onnxruntime": ("onnx", ("onnxruntime", "tf2onnx", "onnx")),
+    "openvino": ("openvino", ("openvino",)),
+}
+
+_RUNNERS = OrderedDict()
+_RUNNERS_MAX = 4
+_LOCK = threading.Lock()
+
+
+def check_backend(backend, quantize=None):
+    """Raise an ImportError naming the extra when ``backend``'s packages are missing."""
+    if backend == "tensorflow":
+        return
+    extra, modules = _EXTRAS[backend]
+    if quantize == "int8":
+        modules = (*modules, "nncf")
+    for module in modules:
+        try:
+            __import__(module)
+        except ImportError as exc:
+            raise ImportError(
+                f"backend={backend!r}"
+                f"{' with quantize=' + repr(quantize) if quantize else ''} needs the "
+                f"package {module!r}, which is not installed ({exc}). Install the "
+                f'extra: pip install "sklearn-convfeat[{extra}]", or use '
+                "backend='tensorflow'."
+            ) from exc
+
+
+def cache_dir():
+    """The folder of exported models: ``$KERAS_HOME/sklearn_convfeat``.
+
+    ``KERAS_HOME`` defaults to ``~/.keras``, as for Keras' own cache. Falls back to a
+    folder in the system's temporary directory when that one cannot be created or
+    written, as Keras itself does.
+    """
+    home = os.environ.get("KERAS_HOME") or os.path.join(
+        os.path.expanduser("~"), ".keras"
+    )
+    for root in (home, os.path.join(tempfile.gettempdir(), ".keras")):
+        folder = os.path.join(root, "sklearn_convfeat")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK | os.X_OK):
+            return folder
+    raise OSError(
+        f"Cannot create a writable cache folder for exported models under {home!r} "
+        "or the temporary directory. Set KERAS_HOME to a writable folder."
+    )
+
+
+def model_key(sha256, layer, image_size, preprocessing):
+    """File name stem of an export: everything its graph depends on."""
+    height, width = image_size
+    return (
+        f"vgg16-{sha256[:20]}-{layer}-{height}x{width}-{preprocessing}"
+        f"-v{FORMAT_VERSION}"
+    )
+
+
+def model_path(backend, source, layer, image_size, preprocessing):
+    """Where the export of this base, cut and size lives (whether or not it exists)."""
+    key = model_key(get_base(source).sha256, layer, tuple(image_size), preprocessing)
+    suffix = {"onnxruntime": ".onnx", "openvino": ".openvino"}[backend]
+    return os.path.join(cache_dir(), key + suffix)
+
+
+def get_runner(backend, source, layer, image_size, preprocessing):
+    """The (cached) runner of ``backend`` for a base, cut, image size and preprocessing.
+
+    Exports the model to the disk cache first if it is not there yet.
+    """
+    check_backend(backend)
+    path = model_path(backend, source, layer, image_size, preprocessing)
+    with _LOCK:  # one export per model even when threads ask at the same time
+        runner = _RUNNERS.get(path)
+        if runner is None:
+            load = {"onnxruntime": _onnxruntime_runner, "openvino": _openvino_runner}
+            runner = _load_or_export(
+                load[backend], backend, path, source, layer, image_size, preprocessing
+            )
+            _RUNNERS[path] = runner
+            while len(_RUNNERS) > _RUNNERS_MAX:
+                _RUNNERS.popitem(last=False)
+        _RUNNERS.move_to_end(path)
+        return runner
+
+
+def clear_cache():
+    """Forget the loaded sessions and compiled models (the files on disk stay)."""
+    with _LOCK:
+        _RUNNERS.clear()
+
+
+def traced_base(source, layer, image_size, preprocessing):
+    """A ``tf.function``: images (None, H, W, 3) in [0, 255] → the map at ``layer``.
+
+    The preprocessing is part of it, so exports take raw pixels.
+
+    The spatial size is fixed (the extractor always resizes to it), which lets the
+    backends plan their convolutions; the batch size stays free.
+    """
+    import keras
+    import tensorflow as tf
+
+    base = get_base(source).model
+    cut = keras.Model(base.input, base.get_layer(layer).output, name=f"vgg16_{layer}")
+
+    signature = tf.TensorSpec((None, *image_size, 3), tf.float32, name="images")
+
+    @tf.function(input_signature=[signature], autograph=False)
+    def feature_maps(images):
+        return cut(preprocess(images, preprocessing), training=False)
+
+    return feature_maps
+
+
+def export_onnx(function, path):
+    """Export ``function`` (a :func:`traced_base`) to the ONNX file ``path``.
+
+    Written to a temporary file in the same folder, then moved into place.
+    """
+    import tf2onnx
+
+    proto, _ = tf2onnx.convert.from_function(
+        function, input_signature=function.input_signature, opset=ONNX_OPSET
+    )
+    temporary = _temporary_name(path)
+    try:
+        with open(temporary, "xb") as file:
+            file.write(proto.SerializeToString())
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
+def export_openvino(function, path):
+    """Convert ``function`` to the OpenVINO IR folder ``path``, atomically.
+
+    The folder holds ``model.xml`` and ``model.bin`` (FP32 weights, uncompressed).
+    """
+    import openvino as ov
+
+    model = ov.convert_model(function)
+    temporary = _temporary_name(path)
+    os.mkdir(temporary)
+    try:
+        xml = os.path.join(temporary, "model.xml")
+        ov.save_model(model, xml, compress_to_fp16=False)
+        try:
+            os.rename(temporary, path)  # atomic; fails if another process was first
+        except OSError:
+            if not os.path.isdir(path):
+                raise
+            shutil.rmtree(temporary, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+
+
+def _temporary_name(path):
+    """A hidden name beside ``path``, unique to this process and call.
+
+    Not ``tempfile.mkstemp``: its 0600 mode would keep a shared KERAS_HOME private.
+    """
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+
+
+def _load_or_export(load, backend, path, *model):
+    """``load(path)``, exporting ``model`` there first if missing or unreadable."""
+    if os.path.exists(path):
+        try:
+            return load(path)
+        except Exception:  # noqa: BLE001  unreadable for whatever reason: rebuild it
+            _remove(path)
+    _remove_stale_temporaries(path)
+    export = export_onnx if backend == "onnxruntime" else export_openvino
+    export(traced_base(*model), path)
+    return load(path)
+
+
+def _remove_stale_temporaries(path, age=3600):
+    """Remove what killed exports of ``path`` left behind (over ``age`` seconds old)."""
+    import glob
+    import time
+
+    folder, name = os.path.split(path)
+    pattern = os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")
+    for leftover in glob.glob(pattern):
+        with contextlib.suppress(OSError):
+            if time.time() - os.path.getmtime(leftover) > age:
+                _remove(leftover)
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def physical_cores():
+    """Physical cores this process may use (CPU affinity and cgroup quotas included)."""
+    import joblib
+
+    return max(1, joblib.cpu_count(only_physical_cores=True))
+
+
+class OnnxRuntimeRunner:
+    """Raw feature maps from an ONNX Runtime session (``run`` is thread-safe)."""
+
+    def __init__(self, session):
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def __call__(self, images):
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        return self.session.run(None, {self.input_name: images})[0]
+
+
+def _onnxruntime_runner(path):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    # One batch at a time through a chain of convolutions: all cores inside each op.
+    options.intra_op_num_threads = physical_cores()
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return OnnxRuntimeRunner(session)
+
+
+_CORE = None
+
+
+def openvino_core():
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
+def openvino_config():
+    """Compile settings: FP32 arithmetic, one stream using every physical core.
+
+    OpenVINO's CPU plugin would otherwise run in bfloat16 on CPUs that have it (AVX512
+    BF16, AMX): faster, but about 0.5 % off the TensorFlow features.
+    """
+    return {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": physical_cores(),
+    }
+
+
+class OpenVINORunner:
+    """Raw feature maps from an OpenVINO compiled model; an infer request per thread."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self._local = threading.local()
+
+    def __call__(self, images):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        # The output tensor is the request's own buffer, reused by the next call.
+        return request.infer({0: images})[0].copy()
+
+
+def _openvino_runner(path):
+    compiled = openvino_core().compile_model(
+        openvino_model(path), "CPU", openvino_config()
+    )
+    return OpenVINORunner(compiled)
+
+
+def openvino_model(path):
+    """A fresh ``openvino.Model`` read from an IR folder of the disk cache."""
+    return openvino_core().read_model(
+        os.path.join(path, "model.xml"), os.path.join(path, "model.bin")
+    )
+
+
+def quantize_int8(source, layer, image_size, preprocessing, calibration, verbose=0):
+    """NNCF post-training INT8 quantization of the OpenVINO export, as IR bytes.
+
+    ``calibration`` is a list of float32 images (1, H, W, 3) in [0, 255]. Returns
+    ``(xml, bin)``, the serialized quantized model, which :func:`int8_runner` compiles.
+    """
+    import nncf
+    import openvino as ov
+
+    model = (source, layer, image_size, preprocessing)
+    path = model_path("openvino", *model)
+    with _LOCK:
+        fp32 = _load_or_export(openvino_model, "openvino", path, *model)
+    dataset = nncf.Dataset(calibration)
+    # NNCF draws a progress bar on stdout.
+    quiet = contextlib.redirect_stdout(io.StringIO())
+    with contextlib.nullcontext() if verbose else quiet:
+        quantized = nncf.quantize(
+            fp32, dataset, subset_size=len(calibration),
+            target_device=nncf.TargetDevice.CPU,
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        xml_path = os.path.join(folder, "model.xml")
+        ov.save_model(quantized, xml_path, compress_to_fp16=False)
+        with open(os.path.join(folder, "model.xml"), "rb") as file:
+            xml = file.read()
+        with open(os.path.join(folder, "model.bin"), "rb") as file:
+            weights = file.read()
+    return xml, weights
+
+
+def int8_runner(ir):
+    """Compile IR bytes ``(xml, bin)`` from :func:`quantize_int8` into a runner."""
+    import openvino as ov
+
+    xml, weights = ir
+    core = openvino_core()
+    model = core.read_model(
+        model=xml, weights=ov.Tensor(np.frombuffer(weights, dtype=np.uint8))
+    )
+    return OpenVINORunner(core.compile_model(model, "CPU", openvino_config()))
+
+
+def calibration_images(images, image_size, *, batch_size=32, on_error="raise"):
+    """Up to :data:`MAX_CALIBRATION_IMAGES` of ``images``, evenly spaced, decoded.
+
+    ``images`` is an :class:`~._images.ImageArray` or :class:`~._images.ImageFiles`;
+    the result is a list of float32 (1, H, W, 3) batches in [0, 255] at ``image_size``,
+    decoded as ``transform`` decodes them. Unreadable files are left out when
+    ``on_error="skip"``.
+    """
+    from ._images import ImageFiles, prefetch
+
+    count = min(len(images), MAX_CALIBRATION_IMAGES)
+    rows = np.unique(np.linspace(0, len(images) - 1, count).round().astype(int))
+    subset = (
+        ImageFiles([images.paths[row] for row in rows])
+        if isinstance(images, ImageFiles)
+        else type(images)(images.array[rows])
+    )
+    calibration = []
+    for batch in prefetch(subset.batches(batch_size, image_size, on_error)):
+        failed = {index - batch.start for index, _, _ in batch.failed}
+        calibration += [
+            batch.images[k : k + 1] for k in range(len(batch.images)) if k not in failed
+        ]
+    if not calibration:
+        raise ValueError(
+            "quantize='int8' calibrates on the images given to fit, but none of the "
+            f"{len(rows)} sampled ones could be read. Fit on readable images."
+        )
+    return calibration
+
+
+def backend_forward(
+    backend, source, layer, image_size, preprocessing, pooling, ir=None
+):
+    """images → pooled features through ``backend``; ``ir``: quantized IR bytes."""
+    runner = int8_runner(ir) if ir is not None else get_runner(
+        backend, source, layer, tuple(image_size), preprocessing
+    )
+    return functools.partial(_pooled, runner, pooling)
+
+
+def forward_runner(forward):
+    """The runner (images → raw maps) inside a :func:`backend_forward` function."""
+    return forward.args[0]
+
+
+def _pooled(runner, pooling, images):
+    return pool_array(runner(images), pooling)
