@@ -391,21 +391,14 @@ def calibration_images(images, image_size, *, batch_size=32, on_error="raise"):
     decoded as ``transform`` decodes them. Unreadable files are left out when
     ``on_error="skip"``.
     """
-    from ._images import ImageFiles, prefetch
+    from ._images import readable_batches
 
     count = min(len(images), MAX_CALIBRATION_IMAGES)
     rows = np.unique(np.linspace(0, len(images) - 1, count).round().astype(int))
-    subset = (
-        ImageFiles([images.paths[row] for row in rows])
-        if isinstance(images, ImageFiles)
-        else type(images)(images.array[rows])
-    )
     calibration = []
-    for batch in prefetch(subset.batches(batch_size, image_size, on_error)):
-        failed = {index - batch.start for index, _, _ in batch.failed}
-        calibration += [
-            batch.images[k : k + 1] for k in range(len(batch.images)) if k not in failed
-        ]
+    batches = readable_batches(images.subset(rows), batch_size, image_size, on_error)
+    for _, decoded, _ in batches:
+        calibration += [decoded[k : k + 1] for k in range(len(decoded))]
     if not calibration:
         raise ValueError(
             "quantize='int8' calibrates on the images given to fit, but none of the "

@@ -125,8 +125,9 @@ def resolve_location(memory):
     location = getattr(memory, "location", memory)  # joblib.Memory or a path
     if location is None:
         return None
-    folder = Path(os.fspath(location)).expanduser() / SUBFOLDER
-    if Path(os.fspath(location)).expanduser().is_file():
+    root = Path(os.fspath(location)).expanduser()
+    folder = root / SUBFOLDER
+    if root.is_file():
         raise ValueError(
             f"`memory` must be a directory for the feature cache (or None, or a "
             f"joblib.Memory). Got {os.fspath(location)!r}, which is a file. Pass a "

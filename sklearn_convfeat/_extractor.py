@@ -21,7 +21,13 @@ from ._backbone import (
     pool_array,
     resolve_layer,
 )
-from ._images import ImageArray, ImageFiles, UnreadableImageWarning, check_images, prefetch
+from ._images import (
+    ImageFiles,
+    UnreadableImageWarning,
+    check_images,
+    prefetch,
+    readable_batches,
+)
 from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size
 from ._weights import resolve_weights
 
@@ -452,20 +458,13 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
                 if found:
                     yield [row for row, _ in found], np.stack([maps for _, maps in found])
             return
-        subset = (
-            ImageFiles([images.paths[row] for row in rows])
-            if isinstance(images, ImageFiles)
-            else ImageArray(images.array[rows])
+        batches = readable_batches(
+            images.subset(rows), self.batch_size, self.image_size_, self.on_error
         )
-        for batch in prefetch(subset.batches(self.batch_size, self.image_size_, self.on_error)):
-            batch_rows = rows[batch.start : batch.start + len(batch.images)]
-            failed = {offset - batch.start for offset, _, _ in batch.failed}
-            skipped.extend(
-                (rows[offset], path, reason) for offset, path, reason in batch.failed
-            )
-            keep = [k for k in range(len(batch_rows)) if k not in failed]
-            if keep:
-                yield [batch_rows[k] for k in keep], batch.images[keep]
+        for offsets, decoded, failed in batches:
+            skipped.extend((rows[offset], path, reason) for offset, path, reason in failed)
+            if offsets:
+                yield [rows[offset] for offset in offsets], decoded
 
     def __getstate__(self):
         # The compiled Keras forward is process-local: rebuilt lazily after unpickling.

@@ -242,6 +242,10 @@ class ImageArray:
         """float32 RGB images ``rows`` at ``size``."""
         return resize(to_rgb(self.array[rows]), size)
 
+    def subset(self, rows):
+        """The images ``rows`` (a sequence of indices), as an image source."""
+        return ImageArray(self.array[np.asarray(rows)])
+
     def batches(self, batch_size, size, on_error="raise"):
         for start in range(0, len(self.array), batch_size):
             chunk = to_rgb(self.array[start : start + batch_size])
@@ -278,6 +282,10 @@ class ImageFiles:
                 f"exist: {shown}{more}. Fix the paths (relative paths are resolved "
                 f"from the current directory, {os.getcwd()!r})."
             )
+
+    def subset(self, rows):
+        """The images ``rows`` (a sequence of indices), as an image source."""
+        return ImageFiles([self.paths[row] for row in rows])
 
     def take(self, rows, size):
         """float32 RGB images ``rows`` at ``size``, decoded now."""
@@ -325,6 +333,18 @@ class ImageRows:
 
     def __getitem__(self, rows):
         return self.images.take(np.asarray(rows), self.size)
+
+
+def readable_batches(images, batch_size, size, on_error="raise"):
+    """``(indices, decoded, failed)`` for each batch of ``images``, decoded ahead.
+
+    ``indices`` and ``decoded`` leave out the files that could not be read, which
+    ``failed`` lists as (index, path, reason); indices count from 0 over ``images``.
+    """
+    for batch in prefetch(images.batches(batch_size, size, on_error)):
+        failed = {index for index, _, _ in batch.failed}
+        keep = [k for k in range(len(batch.images)) if batch.start + k not in failed]
+        yield [batch.start + k for k in keep], batch.images[keep], batch.failed
 
 
 def prefetch(iterable, depth=2):

@@ -517,6 +517,23 @@ def _say(out):
     return say
 
 
+def _extractor_from_args(args, weights, **params):
+    """The ConvFeatureExtractor that the cut and image options of a command describe."""
+    from . import ConvFeatureExtractor
+
+    return ConvFeatureExtractor(
+        weights=weights,
+        layer=parse_choice(args.layer, None),
+        pooling=args.pooling,
+        image_size=(args.image_size, args.image_size),
+        preprocessing=args.preprocessing,
+        batch_size=args.batch_size,
+        verbose=0 if args.quiet else 1,
+        random_state=0,
+        **params,
+    )
+
+
 # ---------------------------------------------------------------------------- commands
 
 
@@ -529,19 +546,9 @@ def extract(args, out=None):
     weights = check_weights(args.weights)
     paths, labels = list_images(args.input)
 
-    from . import ConvFeatureExtractor
-
     say = _say(out)
-    extractor = ConvFeatureExtractor(
-        weights=weights,
-        layer=parse_choice(args.layer, None),
-        pooling=args.pooling,
-        image_size=(args.image_size, args.image_size),
-        preprocessing=args.preprocessing,
-        batch_size=args.batch_size,
-        on_error="skip" if args.skip_unreadable else "raise",
-        verbose=0 if args.quiet else 1,
-        random_state=0,
+    extractor = _extractor_from_args(
+        args, weights, on_error="skip" if args.skip_unreadable else "raise"
     )
     say(
         f"{len(paths)} images"
@@ -583,19 +590,8 @@ def evaluate(args, out=None):
     weights = check_weights(args.weights)
     splits = _load_splits(args.data_dir)
 
-    from . import ConvFeatureExtractor
-
     verbose = 0 if args.quiet else 1
-    extractor = ConvFeatureExtractor(
-        weights=weights,
-        layer=parse_choice(args.layer, None),
-        pooling=args.pooling,
-        image_size=(args.image_size, args.image_size),
-        preprocessing=args.preprocessing,
-        batch_size=args.batch_size,
-        verbose=verbose,
-        random_state=0,
-    )
+    extractor = _extractor_from_args(args, weights)
     if args.classifier == "mlp":
         from . import KerasMLPClassifier
 
