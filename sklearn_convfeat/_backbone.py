@@ -6,9 +6,9 @@ instead of rebuilding 14.7 million parameters each time.
 """
 
 import threading
-from collections import OrderedDict
 from numbers import Integral
 
+from ._lru import LRUCache
 from ._weights import build_vgg16_base, content_sha256
 
 # (name, kind, filters) in network order; "pool" halves height and width.
@@ -34,9 +34,6 @@ _VGG16_SPEC = (
 )
 VGG16_LAYERS = tuple(name for name, _, _ in _VGG16_SPEC)
 N_BLOCKS = 5
-
-_PREPROCESSING = ("vgg16", "rescale")
-_POOLING = ("flatten", "avg", "max")
 
 
 def resolve_layer(layer):
@@ -103,12 +100,18 @@ class _CachedBase:
     def __init__(self, model, sha256):
         self.model = model
         self.sha256 = sha256
-        self.forwards = {}
+        self.compiled = {}  # compiled functions of this base, by what they compute
+        self.lock = threading.Lock()
+
+    def compiled_function(self, key, build):
+        with self.lock:
+            function = self.compiled.get(key)
+            if function is None:
+                function = self.compiled[key] = build()
+            return function
 
 
-_BASES = OrderedDict()
-_BASES_MAX = 3
-_LOCK = threading.Lock()
+_BASES = LRUCache(max_entries=3)
 
 
 def check_keras_backend():
@@ -125,22 +128,24 @@ def check_keras_backend():
 def get_base(source):
     """The (cached) VGG16 base for a :class:`~._weights.WeightsSource` and its sha256."""
     check_keras_backend()
-    with _LOCK:
-        entry = _BASES.get(source)
-        if entry is None:
-            model = build_vgg16_base(source)
-            entry = _CachedBase(model, content_sha256(model))
-            _BASES[source] = entry
-            while len(_BASES) > _BASES_MAX:
-                _BASES.popitem(last=False)
-        _BASES.move_to_end(source)
-        return entry
+
+    def build():
+        model = build_vgg16_base(source)
+        return _CachedBase(model, content_sha256(model))
+
+    return _BASES.get_or_build(source, build)
 
 
 def clear_cache():
     """Forget every cached base (frees their memory)."""
-    with _LOCK:
-        _BASES.clear()
+    _BASES.clear()
+
+
+def cut_model(base, layer):
+    """The Keras model from the base's input to the output of ``layer``."""
+    import keras
+
+    return keras.Model(base.input, base.get_layer(layer).output, name=f"vgg16_{layer}")
 
 
 def get_forward(source, layer, preprocessing, pooling):
@@ -152,12 +157,7 @@ def get_forward(source, layer, preprocessing, pooling):
     """
     entry = get_base(source)
     key = (resolve_layer(layer), preprocessing, pooling)
-    with _LOCK:
-        forward = entry.forwards.get(key)
-        if forward is None:
-            forward = _compile_forward(entry.model, *key)
-            entry.forwards[key] = forward
-    return forward
+    return entry.compiled_function(key, lambda: _compile_forward(entry.model, *key))
 
 
 def get_segment(source, start, stop, preprocessing, capture=()):
@@ -172,12 +172,9 @@ def get_segment(source, start, stop, preprocessing, capture=()):
     names = VGG16_LAYERS[0 if start is None else layer_index(start) + 1 : layer_index(stop) + 1]
     wanted = tuple(name for name in names if name in capture or name == stop)
     key = ("segment", start, stop, preprocessing if start is None else None, wanted)
-    with _LOCK:
-        segment = entry.forwards.get(key)
-        if segment is None:
-            segment = _compile_segment(entry.model, start, names, wanted, preprocessing)
-            entry.forwards[key] = segment
-    return segment
+    return entry.compiled_function(
+        key, lambda: _compile_segment(entry.model, start, names, wanted, preprocessing)
+    )
 
 
 def _compile_segment(base, start, names, wanted, preprocessing):
@@ -228,10 +225,9 @@ def pool_array(maps, pooling):
 
 
 def _compile_forward(base, layer, preprocessing, pooling):
-    import keras
     import tensorflow as tf
 
-    cut = keras.Model(base.input, base.get_layer(layer).output, name=f"vgg16_{layer}")
+    cut = cut_model(base, layer)
 
     def features(images):
         return pool(cut(preprocess(images, preprocessing), training=False), pooling)
@@ -242,3 +238,40 @@ def _compile_forward(base, layer, preprocessing, pooling):
         reduce_retracing=True,
     )
     return lambda images: compiled(images).numpy()
+
+
+class MapsRunner:
+    """Runs the base cut at one layer: ``maps(images)`` is what subclasses compute.
+
+    ``images`` are float32 RGB ``(N, H, W, 3)`` in [0, 255]; ``maps`` returns the raw
+    float32 feature maps ``(N, h, w, c)`` and ``features(images, pooling)`` the rows
+    ``ConvFeatureExtractor.transform`` gives.
+    """
+
+    def maps(self, images):
+        raise NotImplementedError
+
+    def features(self, images, pooling):
+        return pool_array(self.maps(images), pooling)
+
+
+class TensorFlowRunner(MapsRunner):
+    """The base run by TensorFlow; ``model`` is the shared Keras base (do not edit it)."""
+
+    def __init__(self, source, layer, preprocessing):
+        self.source = source
+        self.layer = resolve_layer(layer)
+        self.preprocessing = preprocessing
+        self.model = get_base(source).model
+
+    def maps(self, images):
+        flat = get_forward(self.source, self.layer, self.preprocessing, "flatten")(images)
+        return flat.reshape(len(flat), *feature_map_shape(self.layer, images.shape[1:3]))
+
+    def features(self, images, pooling):
+        # Pooled inside the compiled function: the features transform has always given.
+        return get_forward(self.source, self.layer, self.preprocessing, pooling)(images)
+
+    def segment(self, start, capture=()):
+        """:func:`get_segment` from after ``start`` to this runner's layer."""
+        return get_segment(self.source, start, self.layer, self.preprocessing, capture)

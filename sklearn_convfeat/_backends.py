@@ -21,18 +21,17 @@ and repeated ``transform`` calls never re-export or re-compile.
 """
 
 import contextlib
-import functools
 import io
 import os
-import shutil
 import tempfile
 import threading
-import uuid
-from collections import OrderedDict
 
 import numpy as np
 
-from ._backbone import get_base, pool_array, preprocess
+from ._backbone import MapsRunner, cut_model, get_base, preprocess
+from ._files import remove, remove_stale_temporaries, write_atomic, write_folder_atomic
+from ._images import readable_batches
+from ._lru import LRUCache
 
 # Bump when the exported graph changes (opset, preprocessing, input layout): old files
 # are then ignored rather than loaded.
@@ -49,9 +48,7 @@ _EXTRAS = {
     "openvino": ("openvino", ("openvino",)),
 }
 
-_RUNNERS = OrderedDict()
-_RUNNERS_MAX = 4
-_LOCK = threading.Lock()
+_RUNNERS = LRUCache(max_entries=4)
 
 
 def check_backend(backend, quantize=None):
@@ -120,25 +117,21 @@ def get_runner(backend, source, layer, image_size, preprocessing):
     Exports the model to the disk cache first if it is not there yet.
     """
     check_backend(backend)
+    image_size = tuple(image_size)
     path = model_path(backend, source, layer, image_size, preprocessing)
-    with _LOCK:  # one export per model even when threads ask at the same time
-        runner = _RUNNERS.get(path)
-        if runner is None:
-            load = {"onnxruntime": _onnxruntime_runner, "openvino": _openvino_runner}
-            runner = _load_or_export(
-                load[backend], backend, path, source, layer, image_size, preprocessing
-            )
-            _RUNNERS[path] = runner
-            while len(_RUNNERS) > _RUNNERS_MAX:
-                _RUNNERS.popitem(last=False)
-        _RUNNERS.move_to_end(path)
-        return runner
+    load = {"onnxruntime": _onnxruntime_runner, "openvino": _openvino_runner}[backend]
+    # Built under the cache's lock: one export per model even when threads race.
+    return _RUNNERS.get_or_build(
+        path,
+        lambda: _load_or_export(
+            load, backend, path, source, layer, image_size, preprocessing
+        ),
+    )
 
 
 def clear_cache():
     """Forget the loaded sessions and compiled models (the files on disk stay)."""
-    with _LOCK:
-        _RUNNERS.clear()
+    _RUNNERS.clear()
 
 
 def traced_base(source, layer, image_size, preprocessing):
@@ -149,11 +142,9 @@ def traced_base(source, layer, image_size, preprocessing):
     The spatial size is fixed (the extractor always resizes to it), which lets the
     backends plan their convolutions; the batch size stays free.
     """
-    import keras
     import tensorflow as tf
 
-    base = get_base(source).model
-    cut = keras.Model(base.input, base.get_layer(layer).output, name=f"vgg16_{layer}")
+    cut = cut_model(get_base(source).model, layer)
 
     signature = tf.TensorSpec((None, *image_size, 3), tf.float32, name="images")
 
@@ -174,16 +165,8 @@ def export_onnx(function, path):
     proto, _ = tf2onnx.convert.from_function(
         function, input_signature=function.input_signature, opset=ONNX_OPSET
     )
-    temporary = _temporary_name(path)
-    try:
-        with open(temporary, "xb") as file:
-            file.write(proto.SerializeToString())
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        _remove(temporary)
-        raise
+    data = proto.SerializeToString()
+    write_atomic(path, lambda file: file.write(data), durable=True)
 
 
 def export_openvino(function, path):
@@ -194,29 +177,12 @@ def export_openvino(function, path):
     import openvino as ov
 
     model = ov.convert_model(function)
-    temporary = _temporary_name(path)
-    os.mkdir(temporary)
-    try:
-        xml = os.path.join(temporary, "model.xml")
-        ov.save_model(model, xml, compress_to_fp16=False)
-        try:
-            os.rename(temporary, path)  # atomic; fails if another process was first
-        except OSError:
-            if not os.path.isdir(path):
-                raise
-            shutil.rmtree(temporary, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-
-
-def _temporary_name(path):
-    """A hidden name beside ``path``, unique to this process and call.
-
-    Not ``tempfile.mkstemp``: its 0600 mode would keep a shared KERAS_HOME private.
-    """
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+    write_folder_atomic(
+        path,
+        lambda folder: ov.save_model(
+            model, os.path.join(folder, "model.xml"), compress_to_fp16=False
+        ),
+    )
 
 
 def _load_or_export(load, backend, path, *model):
@@ -225,32 +191,11 @@ def _load_or_export(load, backend, path, *model):
         try:
             return load(path)
         except Exception:  # noqa: BLE001  unreadable for whatever reason: rebuild it
-            _remove(path)
-    _remove_stale_temporaries(path)
+            remove(path)
+    remove_stale_temporaries(path)
     export = export_onnx if backend == "onnxruntime" else export_openvino
     export(traced_base(*model), path)
     return load(path)
-
-
-def _remove_stale_temporaries(path, age=3600):
-    """Remove what killed exports of ``path`` left behind (over ``age`` seconds old)."""
-    import glob
-    import time
-
-    folder, name = os.path.split(path)
-    pattern = os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")
-    for leftover in glob.glob(pattern):
-        with contextlib.suppress(OSError):
-            if time.time() - os.path.getmtime(leftover) > age:
-                _remove(leftover)
-
-
-def _remove(path):
-    if os.path.isdir(path):
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(path)
 
 
 def physical_cores():
@@ -260,14 +205,14 @@ def physical_cores():
     return max(1, joblib.cpu_count(only_physical_cores=True))
 
 
-class OnnxRuntimeRunner:
+class OnnxRuntimeRunner(MapsRunner):
     """Raw feature maps from an ONNX Runtime session (``run`` is thread-safe)."""
 
     def __init__(self, session):
         self.session = session
         self.input_name = session.get_inputs()[0].name
 
-    def __call__(self, images):
+    def maps(self, images):
         images = np.ascontiguousarray(images, dtype=np.float32)
         return self.session.run(None, {self.input_name: images})[0]
 
@@ -310,14 +255,14 @@ def openvino_config():
     }
 
 
-class OpenVINORunner:
+class OpenVINORunner(MapsRunner):
     """Raw feature maps from an OpenVINO compiled model; an infer request per thread."""
 
     def __init__(self, compiled):
         self.compiled = compiled
         self._local = threading.local()
 
-    def __call__(self, images):
+    def maps(self, images):
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
@@ -340,18 +285,25 @@ def openvino_model(path):
     )
 
 
-def quantize_int8(source, layer, image_size, preprocessing, calibration, verbose=0):
+def quantize_int8(
+    source, layer, image_size, preprocessing, images, *, batch_size=32,
+    on_error="raise", verbose=0,
+):
     """NNCF post-training INT8 quantization of the OpenVINO export, as IR bytes.
 
-    ``calibration`` is a list of float32 images (1, H, W, 3) in [0, 255]. Returns
-    ``(xml, bin)``, the serialized quantized model, which :func:`int8_runner` compiles.
+    Calibrates on :func:`calibration_images` of ``images`` (an image source of
+    ``_images``). Returns ``(xml, bin, n_calibration_images)``: the serialized
+    quantized model, which :func:`int8_runner` compiles, and how many images it saw.
     """
     import nncf
     import openvino as ov
 
-    model = (source, layer, image_size, preprocessing)
+    calibration = calibration_images(
+        images, image_size, batch_size=batch_size, on_error=on_error
+    )
+    model = (source, layer, tuple(image_size), preprocessing)
     path = model_path("openvino", *model)
-    with _LOCK:
+    with _EXPORT_LOCK:
         fp32 = _load_or_export(openvino_model, "openvino", path, *model)
     dataset = nncf.Dataset(calibration)
     # NNCF draws a progress bar on stdout.
@@ -368,7 +320,7 @@ def quantize_int8(source, layer, image_size, preprocessing, calibration, verbose
             xml = file.read()
         with open(os.path.join(folder, "model.bin"), "rb") as file:
             weights = file.read()
-    return xml, weights
+    return xml, weights, len(calibration)
 
 
 def int8_runner(ir):
@@ -383,6 +335,10 @@ def int8_runner(ir):
     return OpenVINORunner(core.compile_model(model, "CPU", openvino_config()))
 
 
+# One export of a model at a time when quantizing outside the runner cache.
+_EXPORT_LOCK = threading.Lock()
+
+
 def calibration_images(images, image_size, *, batch_size=32, on_error="raise"):
     """Up to :data:`MAX_CALIBRATION_IMAGES` of ``images``, evenly spaced, decoded.
 
@@ -391,8 +347,6 @@ def calibration_images(images, image_size, *, batch_size=32, on_error="raise"):
     decoded as ``transform`` decodes them. Unreadable files are left out when
     ``on_error="skip"``.
     """
-    from ._images import readable_batches
-
     count = min(len(images), MAX_CALIBRATION_IMAGES)
     rows = np.unique(np.linspace(0, len(images) - 1, count).round().astype(int))
     calibration = []
@@ -405,22 +359,3 @@ def calibration_images(images, image_size, *, batch_size=32, on_error="raise"):
             f"{len(rows)} sampled ones could be read. Fit on readable images."
         )
     return calibration
-
-
-def backend_forward(
-    backend, source, layer, image_size, preprocessing, pooling, ir=None
-):
-    """images → pooled features through ``backend``; ``ir``: quantized IR bytes."""
-    runner = int8_runner(ir) if ir is not None else get_runner(
-        backend, source, layer, tuple(image_size), preprocessing
-    )
-    return functools.partial(_pooled, runner, pooling)
-
-
-def forward_runner(forward):
-    """The runner (images → raw maps) inside a :func:`backend_forward` function."""
-    return forward.args[0]
-
-
-def _pooled(runner, pooling, images):
-    return pool_array(runner(images), pooling)

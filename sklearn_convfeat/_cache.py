@@ -21,12 +21,15 @@ load as the expected array counts as a miss and is rewritten.
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+
+from ._backbone import pool_array
+from ._files import write_atomic
+from ._images import progress_bar, readable_batches
 
 FORMAT_VERSION = 1
 SUBFOLDER = "sklearn_convfeat"
@@ -151,7 +154,7 @@ class FeatureStore:
         self.folder = None if folder is None else Path(folder) / namespace
         self.namespace = namespace
         if self.folder is not None and not (self.folder / "namespace.json").is_file():
-            _write_atomic(
+            write_atomic(
                 self.folder / "namespace.json",
                 lambda file: file.write(json.dumps(settings, indent=1).encode()),
             )
@@ -184,21 +187,103 @@ class FeatureStore:
         maps = np.ascontiguousarray(maps, dtype=np.float32)
         RAM_CACHE.put((self.namespace, layer, key), maps)
         if self.folder is not None:
-            _write_atomic(
+            write_atomic(
                 self._path(layer, key), lambda file: np.save(file, maps, allow_pickle=False)
             )
 
 
-def _write_atomic(path, write):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+def cached_transform(
+    store, images, *, layer, pooling, map_shape, segment, resume_from=(),
+    batch_size, image_size, on_error="raise", verbose=0,
+):
+    """Features of ``images`` at ``layer`` through ``store``: compute only what it lacks.
+
+    Parameters
+    ----------
+    store : FeatureStore
+    images : ImageArray or ImageFiles
+    layer : str
+        The layer whose maps are pooled into features.
+    pooling : {"flatten", "avg", "max"}
+    map_shape : callable
+        ``map_shape(layer)`` is the (h, w, c) shape of that layer's maps.
+    segment : callable
+        ``segment(start, capture)`` → a function of a batch (decoded images when
+        ``start`` is None, else maps of ``start``) → ``{layer: maps}``, holding
+        ``layer`` and each layer of ``capture`` it goes by.
+    resume_from : sequence of str
+        Shallower layers, deepest first, whose cached maps a miss may resume from.
+
+    Returns
+    -------
+    features : ndarray of shape (n_images, n_features), float32
+        NaN rows for files that could not be read.
+    skipped : list of (int, str, str)
+        (index, path, reason) of those files.
+    """
+    keys = content_keys(images)
+    n_features = int(np.prod(map_shape(layer))) if pooling == "flatten" else map_shape(layer)[-1]
+    out = np.empty((len(images), n_features), dtype=np.float32)
+    misses = []
+    for index, key in enumerate(keys):
+        maps = None if key is None else store.get(layer, key, map_shape(layer))
+        if maps is None:
+            misses.append(index)
+        else:
+            out[index] = pool_array(maps[np.newaxis], pooling)[0]
+    if not misses:
+        return out, []
+    # Resume each miss from the deepest shallower map the cache holds for it.
+    by_start = {}
+    for index in misses:
+        key = keys[index]
+        start = next(
+            (earlier for earlier in resume_from if key and store.contains(earlier, key)),
+            None,
+        )
+        by_start.setdefault(start, []).append(index)
+    skipped = []
+    progress = progress_bar(len(misses), batch_size, verbose)
+    work = list(by_start.items())
+    while work:
+        start, rows = work.pop()
+        run = segment(start, WAYPOINT_LAYERS)
+        if start is None:
+            batches = _decoded_batches(images, rows, batch_size, image_size, on_error, skipped)
+        else:
+            evicted = []
+            batches = _cached_batches(store, keys, start, map_shape(start), rows,
+                                      batch_size, evicted)
+        for batch_rows, inputs in batches:
+            outputs = run(inputs)
+            for output_layer, layer_maps in outputs.items():
+                for row, maps in zip(batch_rows, layer_maps):
+                    store.put(output_layer, keys[row], maps)
+            out[batch_rows] = pool_array(outputs[layer], pooling)
+            if progress is not None:
+                progress.add(1)
+        if start is not None and evicted:  # gone since we looked: from the pixels
+            work.append((None, evicted))
+    for index, _, _ in skipped:
+        out[index] = np.nan
+    return out, skipped
+
+
+def _decoded_batches(images, rows, batch_size, image_size, on_error, skipped):
+    """(rows, decoded images) batches; unreadable files go to ``skipped``."""
+    batches = readable_batches(images.subset(rows), batch_size, image_size, on_error)
+    for offsets, decoded, failed in batches:
+        skipped.extend((rows[offset], path, reason) for offset, path, reason in failed)
+        if offsets:
+            yield [rows[offset] for offset in offsets], decoded
+
+
+def _cached_batches(store, keys, start, shape, rows, batch_size, evicted):
+    """(rows, cached maps of ``start``) batches; rows whose map is gone go to ``evicted``."""
+    for first in range(0, len(rows), batch_size):
+        found = []
+        for row in rows[first : first + batch_size]:
+            maps = store.get(start, keys[row], shape)
+            (evicted.append(row) if maps is None else found.append((row, maps)))
+        if found:
+            yield [row for row, _ in found], np.stack([maps for _, maps in found])

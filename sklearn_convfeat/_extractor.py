@@ -1,35 +1,28 @@
 """ConvFeatureExtractor: the frozen VGG16 convolutional base as a scikit-learn transformer."""
 
+import copy
 import hashlib
 import os
 import warnings
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import HasMethods, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from . import _backends, _cache
 from ._backbone import (
     VGG16_LAYERS,
+    TensorFlowRunner,
     feature_map_shape,
     get_base,
-    get_forward,
-    get_segment,
     layer_index,
-    pool_array,
     resolve_layer,
 )
-from ._images import (
-    ImageFiles,
-    UnreadableImageWarning,
-    check_images,
-    prefetch,
-    readable_batches,
-)
+from ._compat import HasMethods, StrOptions, fit_context
+from ._images import ImageFiles, UnreadableImageWarning, check_images, run_batches
 from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size
-from ._weights import resolve_weights
+from ._weights import WeightsSource, resolve_weights
 
 
 class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
@@ -214,7 +207,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         self.backend = backend
         self.quantize = quantize
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Validate the parameters and ``X``, and load the weights.
 
@@ -260,17 +253,14 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         self._quantized_ir = None
         self.__dict__.pop("n_calibration_images_", None)  # from an earlier INT8 fit
         if self.quantize == "int8":
-            calibration = _backends.calibration_images(
-                images, self.image_size_, batch_size=self.batch_size,
-                on_error=self.on_error,
-            )
-            self._quantized_ir = _backends.quantize_int8(
+            *self._quantized_ir, self.n_calibration_images_ = _backends.quantize_int8(
                 self._weights_source, self.layer_, self.image_size_,
-                self.preprocessing, calibration, verbose=self.verbose,
+                self.preprocessing, images, batch_size=self.batch_size,
+                on_error=self.on_error, verbose=self.verbose,
             )
-            self.n_calibration_images_ = len(calibration)
-        self._forward = None
-        self._get_forward()  # transform then leaves the estimator's __dict__ untouched
+            self._quantized_ir = tuple(self._quantized_ir)
+        self._runner = None
+        feature_runner(self)  # transform then leaves the estimator's __dict__ untouched
         if self.memory is not None:
             self._feature_store()  # a bad `memory` fails here, not in transform
         return self
@@ -291,18 +281,35 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         images = check_images(X)
+        runner = feature_runner(self)
+        settings = dict(
+            image_size=self.image_size_,
+            batch_size=self.batch_size,
+            on_error=self.on_error,
+            verbose=self.verbose,
+        )
         if self.memory is None:
             features, skipped = run_batches(
-                self._get_forward(),
+                lambda batch: runner.features(batch, self.pooling),
                 images,
-                n_features=self.n_features_out_,
-                image_size=self.image_size_,
-                batch_size=self.batch_size,
-                on_error=self.on_error,
-                verbose=self.verbose,
+                n_outputs=self.n_features_out_,
+                **settings,
             )
         else:
-            features, skipped = self._transform_cached(images)
+            features, skipped = _cache.cached_transform(
+                self._feature_store(),
+                images,
+                layer=self.layer_,
+                pooling=self.pooling,
+                map_shape=lambda layer: feature_map_shape(layer, self.image_size_),
+                segment=_segment_function(runner, self.layer_),
+                # Exported models run the whole cut at once: no resuming there.
+                resume_from=(
+                    VGG16_LAYERS[: layer_index(self.layer_)][::-1]
+                    if isinstance(runner, TensorFlowRunner) else ()
+                ),
+                **settings,
+            )
         if self.on_error == "skip":
             self.skipped_ = skipped
             if skipped:
@@ -344,26 +351,6 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
             names = [f"{self.layer_}_{self.pooling}_{c}" for c in range(channels)]
         return np.asarray(names, dtype=object)
 
-    def _get_forward(self):
-        if getattr(self, "_forward", None) is None:
-            base = get_base(self._weights_source)
-            if base.sha256 != self.weights_sha256_:
-                raise RuntimeError(
-                    f"The weights at {self._weights_source.describe()} changed since "
-                    f"this extractor was fitted (sha256 {base.sha256[:12]}… instead of "
-                    f"{self.weights_sha256_[:12]}…). Fit it again to use them."
-                )
-            if self.backend == "tensorflow":
-                self._forward = get_forward(
-                    self._weights_source, self.layer_, self.preprocessing, self.pooling
-                )
-            else:
-                self._forward = _backends.backend_forward(
-                    self.backend, self._weights_source, self.layer_, self.image_size_,
-                    self.preprocessing, self.pooling, self._quantized_ir,
-                )
-        return self._forward
-
     def _feature_store(self):
         quantized = getattr(self, "_quantized_ir", None)
         namespace, settings = _cache.namespace_key(
@@ -378,98 +365,10 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         )
         return _cache.FeatureStore(_cache.resolve_location(self.memory), namespace, settings)
 
-    def _transform_cached(self, images):
-        """``transform`` through the feature cache: compute only the maps it lacks."""
-        store = self._feature_store()
-        keys = _cache.content_keys(images)
-        maps_shape = self.feature_map_shape_
-        out = np.empty((len(images), self.n_features_out_), dtype=np.float32)
-        misses = []
-        for index, key in enumerate(keys):
-            maps = None if key is None else store.get(self.layer_, key, maps_shape)
-            if maps is None:
-                misses.append(index)
-            else:
-                out[index] = pool_array(maps[np.newaxis], self.pooling)[0]
-        if not misses:
-            return out, []
-        # Resume each miss from the deepest shallower map the cache holds for it
-        # (TensorFlow only: the exported models run the whole cut at once).
-        earlier = VGG16_LAYERS[: layer_index(self.layer_)][::-1]
-        if self.backend != "tensorflow":
-            earlier = ()
-        by_start = {}
-        for index in misses:
-            key = keys[index]
-            start = next(
-                (layer for layer in earlier if key and store.contains(layer, key)), None
-            )
-            by_start.setdefault(start, []).append(index)
-        skipped, evicted = [], []
-        progress = _progress_bar(len(misses), self.batch_size, self.verbose)
-        work = list(by_start.items())
-        while work:
-            start, rows = work.pop()
-            segment = self._cache_segment(start)
-            batches = self._segment_inputs(
-                store, images, keys, start, rows, skipped, evicted
-            )
-            for batch_rows, inputs in batches:
-                outputs = segment(inputs)
-                for layer, layer_maps in outputs.items():
-                    for row, maps in zip(batch_rows, layer_maps):
-                        store.put(layer, keys[row], maps)
-                out[batch_rows] = pool_array(outputs[self.layer_], self.pooling)
-                if progress is not None:
-                    progress.add(1)
-            if evicted:  # gone from the cache since we looked: start from the pixels
-                work.append((None, evicted))
-                evicted = []
-        for index, _, _ in skipped:
-            out[index] = np.nan
-        return out, skipped
-
-    def _cache_segment(self, start):
-        """inputs → {layer: raw maps} from after ``start`` to ``layer_``, for the cache."""
-        if self.backend == "tensorflow":
-            return get_segment(
-                self._weights_source,
-                start,
-                self.layer_,
-                self.preprocessing,
-                capture=_cache.WAYPOINT_LAYERS,
-            )
-        runner = _backends.forward_runner(self._get_forward())
-        return lambda images: {self.layer_: runner(images)}
-
-    def _segment_inputs(self, store, images, keys, start, rows, skipped, evicted):
-        """Batches (rows, inputs) for a segment: decoded images, or cached maps.
-
-        Images that fail to decode go to ``skipped``; rows whose cached map has gone
-        (evicted from memory, or deleted) go to ``evicted``.
-        """
-        if start is not None:
-            shape = feature_map_shape(start, self.image_size_)
-            for first in range(0, len(rows), self.batch_size):
-                found = []
-                for row in rows[first : first + self.batch_size]:
-                    maps = store.get(start, keys[row], shape)
-                    (evicted.append(row) if maps is None else found.append((row, maps)))
-                if found:
-                    yield [row for row, _ in found], np.stack([maps for _, maps in found])
-            return
-        batches = readable_batches(
-            images.subset(rows), self.batch_size, self.image_size_, self.on_error
-        )
-        for offsets, decoded, failed in batches:
-            skipped.extend((rows[offset], path, reason) for offset, path, reason in failed)
-            if offsets:
-                yield [rows[offset] for offset in offsets], decoded
-
     def __getstate__(self):
-        # The compiled Keras forward is process-local: rebuilt lazily after unpickling.
-        state = super().__getstate__()
-        state.pop("_forward", None)
+        # The runner is process-local: rebuilt lazily after unpickling.
+        state = dict(super().__getstate__())
+        state.pop("_runner", None)
         return state
 
     def __sklearn_tags__(self):
@@ -482,33 +381,77 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         return tags
 
 
-def run_batches(
-    forward, images, *, n_features, image_size, batch_size, on_error="raise",
-    verbose=0, out=None,
-):
-    """``forward`` over every batch of ``images``; rows of unreadable files are NaN.
+def feature_runner(extractor):
+    """The runner of a fitted extractor: its backend, its weights (hash-checked).
 
-    Decoding runs one batch ahead in a background thread. ``out`` (e.g. a memmap) is
-    filled in place when given. Returns ``(outputs, skipped)``.
+    The object has ``maps(images)`` (raw maps at ``layer_``) and
+    ``features(images, pooling)`` (what ``transform`` gives) for float32 RGB images
+    ``(N, H, W, 3)`` in [0, 255] at ``image_size_``. Built once per extractor and
+    process.
     """
-    if out is None:
-        out = np.empty((len(images), n_features), dtype=np.float32)
-    skipped = []
-    progress = _progress_bar(len(images), batch_size, verbose)
-    for batch in prefetch(images.batches(batch_size, image_size, on_error)):
-        rows = slice(batch.start, batch.start + len(batch.images))
-        out[rows] = np.asarray(forward(batch.images)).reshape(len(batch.images), -1)
-        for index, _, _ in batch.failed:
-            out[index] = np.nan
-        skipped.extend(batch.failed)
-        if progress is not None:
-            progress.add(1)
-    return out, skipped
+    check_is_fitted(extractor)
+    runner = getattr(extractor, "_runner", None)
+    if runner is None:
+        _check_weights_unchanged(extractor)
+        if extractor.backend == "tensorflow":
+            runner = tensorflow_runner(extractor)
+        elif getattr(extractor, "_quantized_ir", None) is not None:
+            runner = _backends.int8_runner(extractor._quantized_ir)
+        else:
+            runner = _backends.get_runner(
+                extractor.backend, extractor._weights_source, extractor.layer_,
+                extractor.image_size_, extractor.preprocessing,
+            )
+        extractor._runner = runner
+    return runner
 
 
-def _progress_bar(n_images, batch_size, verbose):
-    if not verbose:
-        return None
-    import keras
+def tensorflow_runner(extractor):
+    """The fitted extractor's base run by TensorFlow, whatever its backend.
 
-    return keras.utils.Progbar(-(-n_images // batch_size), unit_name="batch")
+    A :class:`~._backbone.TensorFlowRunner`: besides ``maps`` and ``features``, its
+    ``model`` is the shared Keras base, for code that needs the graph (gradients).
+    """
+    check_is_fitted(extractor)
+    _check_weights_unchanged(extractor)
+    return TensorFlowRunner(
+        extractor._weights_source, extractor.layer_, extractor.preprocessing
+    )
+
+
+def weights_source(extractor):
+    """The :class:`~._weights.WeightsSource` a fitted extractor reads its weights from."""
+    check_is_fitted(extractor)
+    return extractor._weights_source
+
+
+def with_weights_file(extractor, path):
+    """A copy of a fitted extractor reading its (identical) weights from ``path``.
+
+    For processes that see the weights under another path (cluster workers). Raises
+    a ``RuntimeError`` when the file holds other weights than the extractor was
+    fitted with.
+    """
+    local = copy.copy(extractor)
+    local._weights_source = WeightsSource("file", path=os.fspath(path))
+    local._runner = None
+    feature_runner(local)
+    return local
+
+
+def _check_weights_unchanged(extractor):
+    source = extractor._weights_source
+    sha256 = get_base(source).sha256
+    if sha256 != extractor.weights_sha256_:
+        raise RuntimeError(
+            f"The weights at {source.describe()} changed since this extractor was "
+            f"fitted (sha256 {sha256[:12]}… instead of "
+            f"{extractor.weights_sha256_[:12]}…). Fit it again to use them."
+        )
+
+
+def _segment_function(runner, layer):
+    """``segment(start, capture)`` for :func:`~._cache.cached_transform`."""
+    if isinstance(runner, TensorFlowRunner):
+        return runner.segment
+    return lambda start, capture: (lambda images: {layer: runner.maps(images)})

@@ -20,9 +20,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from ._backbone import N_BLOCKS, feature_map_shape, get_base, get_forward
-from ._extractor import run_batches
-from ._images import ImageFiles, ImageRows, check_images
+from ._backbone import N_BLOCKS, TensorFlowRunner, feature_map_shape, get_base
+from ._images import ImageFiles, check_images, run_batches
 from ._keras_state import model_from_bytes, model_to_bytes
 from ._training import (
     OPTIMIZERS,
@@ -319,14 +318,14 @@ class FineTuner(ClassifierMixin, BaseEstimator):
             train_rows, val_rows = hold_out_rows(
                 y_encoded, self.validation_fraction, split_seed, n_classes=n_classes
             )
-            validation = (_Subset(images, val_rows), y_encoded[val_rows])
+            validation = (images.subset(val_rows), y_encoded[val_rows])
 
         class_weights = class_weight_vector(self.class_weight, self.classes_, y)
         sample_weight = None
         if class_weights is not None:
             sample_weight = class_weights[y_encoded[train_rows]].astype(np.float32)
         targets, loss = targets_and_loss(y_encoded[train_rows], n_classes)
-        train_images = images if len(train_rows) == len(y) else _Subset(images, train_rows)
+        train_images = images if len(train_rows) == len(y) else images.subset(train_rows)
         if validation is not None:
             validation = (validation[0], targets_and_loss(validation[1], n_classes)[0])
 
@@ -359,7 +358,7 @@ class FineTuner(ClassifierMixin, BaseEstimator):
         outputs, _ = run_batches(
             self.model_.predict_on_batch,
             check_images(X),
-            n_features=1 if len(self.classes_) == 2 else len(self.classes_),
+            n_outputs=1 if len(self.classes_) == 2 else len(self.classes_),
             image_size=self.image_size_,
             batch_size=self.batch_size,
         )
@@ -440,27 +439,6 @@ class FineTuner(ClassifierMixin, BaseEstimator):
         if data is not None:
             _preprocessing_layer_class()  # registers the layer before loading
             self.model_ = model_from_bytes(data)
-
-
-class _Subset:
-    """Rows of an image source, as an image source."""
-
-    def __init__(self, images, rows):
-        self.images = images
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def take(self, rows, size):
-        return self.images.take(self.rows[rows], size)
-
-    def batches(self, batch_size, size, on_error="raise"):
-        from ._images import Batch
-
-        for start in range(0, len(self.rows), batch_size):
-            rows = np.arange(start, min(start + batch_size, len(self.rows)))
-            yield Batch(start, self.take(rows, size))
 
 
 class _Training:
@@ -548,10 +526,11 @@ class _EndToEndTraining(_Training):
     """Every epoch runs the whole network on the (augmented) images."""
 
     def phase1(self, images, validation):
-        self.images = ImageRows(images, self.tuner.image_size_)
+        size = self.tuner.image_size_
+        self.images = images.as_rows(size)
         self.validation = None
         if validation is not None:
-            self.validation = (ImageRows(validation[0], self.tuner.image_size_), validation[1])
+            self.validation = (validation[0].as_rows(size), validation[1])
         return self.tuner.model_, self.images, self.validation
 
     def phase2(self):
@@ -624,9 +603,10 @@ class _CachedTraining(_Training):
                 os.path.join(self._folder.name, f"{name}.npy"),
                 mode="w+", dtype=np.float32, shape=(len(images), n_values),
             )
-        forward = get_forward(self.source, self.cut, tuner.preprocessing, "flatten")
+        runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing)
         values, _ = run_batches(
-            forward, images, n_features=n_values, image_size=tuner.image_size_,
+            lambda batch: runner.features(batch, "flatten"), images,
+            n_outputs=n_values, image_size=tuner.image_size_,
             batch_size=max(tuner.batch_size, 32), verbose=tuner.verbose, out=out,
         )
         return values.reshape(len(images), *self.map_shape)

@@ -226,7 +226,30 @@ class Batch:
     failed: list = field(default_factory=list)
 
 
-class ImageArray:
+class ImageSource:
+    """What :class:`ImageArray` and :class:`ImageFiles` share."""
+
+    def as_rows(self, size):
+        """The images as a row-indexable array: ``view[rows]`` decodes those rows.
+
+        Keras ``PyDataset``s of minibatches index it with arrays of row numbers.
+        """
+        return _RowsAtSize(self, size)
+
+
+class _RowsAtSize:
+    def __init__(self, images, size):
+        self.images = images
+        self.size = size
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, rows):
+        return self.images.take(np.asarray(rows), self.size)
+
+
+class ImageArray(ImageSource):
     """Images given as one numeric array (already validated)."""
 
     def __init__(self, array):
@@ -252,7 +275,7 @@ class ImageArray:
             yield Batch(start, resize(chunk, size))
 
 
-class ImageFiles:
+class ImageFiles(ImageSource):
     """Images given as file paths; decoded lazily, one batch at a time."""
 
     def __init__(self, paths):
@@ -321,20 +344,6 @@ class ImageFiles:
         return Batch(start, images, failed)
 
 
-class ImageRows:
-    """``rows`` → float32 images at ``size``: an image source as a row-indexable array."""
-
-    def __init__(self, images, size):
-        self.images = images
-        self.size = size
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, rows):
-        return self.images.take(np.asarray(rows), self.size)
-
-
 def readable_batches(images, batch_size, size, on_error="raise"):
     """``(indices, decoded, failed)`` for each batch of ``images``, decoded ahead.
 
@@ -383,3 +392,38 @@ def prefetch(iterable, depth=2):
                 items.get_nowait()
             except queue.Empty:
                 worker.join(timeout=0.05)
+
+
+def run_batches(
+    function, images, *, n_outputs, image_size, batch_size, on_error="raise",
+    verbose=0, out=None,
+):
+    """``function`` over every batch of ``images``; rows of unreadable files are NaN.
+
+    ``function`` maps float32 RGB images ``(n, H, W, 3)`` in [0, 255] at
+    ``image_size`` to ``n`` rows of ``n_outputs`` values. Decoding runs one batch
+    ahead in a background thread. ``out`` (e.g. a memmap) is filled in place when
+    given. Returns ``(outputs, skipped)``, ``skipped`` listing (index, path, reason).
+    """
+    if out is None:
+        out = np.empty((len(images), n_outputs), dtype=np.float32)
+    skipped = []
+    progress = progress_bar(len(images), batch_size, verbose)
+    for batch in prefetch(images.batches(batch_size, image_size, on_error)):
+        rows = slice(batch.start, batch.start + len(batch.images))
+        out[rows] = np.asarray(function(batch.images)).reshape(len(batch.images), -1)
+        for index, _, _ in batch.failed:
+            out[index] = np.nan
+        skipped.extend(batch.failed)
+        if progress is not None:
+            progress.add(1)
+    return out, skipped
+
+
+def progress_bar(n_images, batch_size, verbose):
+    """A Keras progress bar over the batches of ``n_images``, or None when quiet."""
+    if not verbose:
+        return None
+    import keras
+
+    return keras.utils.Progbar(-(-n_images // batch_size), unit_name="batch")

@@ -34,8 +34,9 @@ except ImportError as exc:
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._extractor import ConvFeatureExtractor
-from ._weights import WEIGHTS_ENV_VAR, WeightsSource
+from ._extractor import ConvFeatureExtractor, weights_source, with_weights_file
+from ._files import write_atomic
+from ._weights import WEIGHTS_ENV_VAR
 
 __all__ = ["transform", "upload_weights"]
 
@@ -219,7 +220,7 @@ def upload_weights(client, extractor):
             f"{type(extractor).__name__} instead."
         )
     check_is_fitted(extractor)
-    source = extractor._weights_source
+    source = weights_source(extractor)
     if source.kind == "random":
         return None
     if source.kind == "imagenet":
@@ -251,11 +252,8 @@ class _WeightsUpload(WorkerPlugin):
         # The content digest in the name keeps versions apart; Keras needs the suffix.
         name = f"{self.digest[:16]}-{os.path.basename(self.path)}"
         local = os.path.join(folder, name)
-        if not os.path.isfile(local):
-            partial = f"{local}.{os.getpid()}.part"
-            with open(partial, "wb") as file:
-                file.write(self.data)
-            os.replace(partial, local)  # atomic: no task ever reads half a file
+        if not os.path.isfile(local):  # atomic: no task ever reads half a file
+            write_atomic(local, lambda file: file.write(self.data))
         _UPLOADED[self.path] = local
 
     def teardown(self, worker):
@@ -326,11 +324,10 @@ def _for_this_process(extractor):
     """
     local = copy.copy(extractor)
     local.verbose = 0
-    path = _weights_here(extractor._weights_source)
+    path = _weights_here(weights_source(extractor))
     if path is not None:
-        local._weights_source = WeightsSource("file", path=path)
         try:
-            local._get_forward()
+            local = with_weights_file(local, path)
         except RuntimeError as exc:  # the sha256 check failed
             raise RuntimeError(
                 f"The weights file {path!r} on {_where()} holds other weights than the "

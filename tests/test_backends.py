@@ -24,6 +24,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_convfeat import ConvFeatureExtractor, _backends
+from sklearn_convfeat._extractor import weights_source
 
 SMALL = {
     "weights": None, "image_size": (32, 32), "random_state": 0, "layer": "block2_pool",
@@ -143,7 +144,7 @@ def test_a_new_process_loads_the_export_from_disk(keras_home):
     fitted = ConvFeatureExtractor(**SMALL, pooling="avg", backend="onnxruntime").fit(X)
     features = fitted.transform(X)
     path = _backends.model_path(
-        "onnxruntime", fitted._weights_source, "block2_pool", (32, 32), "vgg16"
+        "onnxruntime", weights_source(fitted), "block2_pool", (32, 32), "vgg16"
     )
     stamp = os.stat(path).st_mtime_ns
     script = textwrap.dedent("""
@@ -220,7 +221,7 @@ def test_a_corrupt_export_is_rebuilt(backend, exports):
     fitted = ConvFeatureExtractor(**params).fit(X)
     reference = fitted.transform(X)
     path = _backends.model_path(
-        backend, fitted._weights_source, "block1_conv1", (40, 40), "vgg16"
+        backend, weights_source(fitted), "block1_conv1", (40, 40), "vgg16"
     )
     made = len(exports[backend])
     damaged = path if backend == "onnxruntime" else os.path.join(path, "model.bin")
@@ -235,7 +236,7 @@ def test_a_corrupt_export_is_rebuilt(backend, exports):
 def test_threads_asking_at_once_export_once(backend, exports):
     from concurrent.futures import ThreadPoolExecutor
 
-    source = ConvFeatureExtractor(**SMALL).fit(X[:1])._weights_source
+    source = weights_source(ConvFeatureExtractor(**SMALL).fit(X[:1]))
 
     def runner(_):
         return _backends.get_runner(backend, source, "block1_conv1", (32, 32), "vgg16")
@@ -352,7 +353,7 @@ def test_int8_round_trips_without_recalibrating(int8, monkeypatch, tmp_path):
     joblib.dump(extractor, tmp_path / "int8.joblib")
     loaded = joblib.load(tmp_path / "int8.joblib")
     np.testing.assert_array_equal(loaded.transform(X), features)
-    assert "_forward" not in extractor.__getstate__()  # the compiled model stays behind
+    assert "_runner" not in extractor.__getstate__()  # the compiled model stays behind
 
 
 def test_int8_clone_is_unfitted(int8):
@@ -370,19 +371,6 @@ def test_refit_without_quantize_drops_the_int8_model(int8):
     assert plain._quantized_ir is None
     assert not hasattr(plain, "n_calibration_images_")
     np.testing.assert_array_equal(plain.transform(X), fp32)
-
-
-def test_what_killed_exports_left_is_removed_once_stale(tmp_path):
-    path = tmp_path / "vgg16-x.onnx"
-    stale, fresh = tmp_path / ".vgg16-x.onnx.1.a.tmp", tmp_path / ".vgg16-x.onnx.2.b.tmp"
-    other = tmp_path / ".vgg16-y.onnx.1.c.tmp"
-    for leftover in (stale, fresh, other):
-        leftover.write_bytes(b"partial")
-    os.utime(stale, (0, 0))
-    os.utime(other, (0, 0))
-    _backends._remove_stale_temporaries(str(path))
-    # A fresh one may be another process's export in progress; other models' are theirs.
-    assert not stale.exists() and fresh.exists() and other.exists()
 
 
 # --- with the feature cache (memory=) ------------------------------------------------

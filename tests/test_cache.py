@@ -14,7 +14,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
 from sklearn_convfeat import ConvFeatureExtractor, load_image_folder
-from sklearn_convfeat import _cache, _extractor
+from sklearn_convfeat import _cache, _backbone, _extractor
 from sklearn_convfeat._images import UnreadableImageWarning
 
 from conftest import make_image_folder
@@ -33,7 +33,7 @@ def _empty_ram_cache():
 def segment_calls(monkeypatch):
     """(start layer, stop layer, number of inputs) of every pass the cache makes."""
     calls = []
-    real = _extractor.get_segment
+    real = _backbone.get_segment
 
     def spy(source, start, stop, preprocessing, capture=()):
         segment = real(source, start, stop, preprocessing, capture)
@@ -44,7 +44,7 @@ def segment_calls(monkeypatch):
 
         return run
 
-    monkeypatch.setattr(_extractor, "get_segment", spy)
+    monkeypatch.setattr(_backbone, "get_segment", spy)
     return calls
 
 
@@ -211,7 +211,9 @@ def test_a_corrupt_entry_is_a_miss_and_is_rewritten(tmp_path, images):
     entry = next(p for p in cache_files(tmp_path) if p.parent.parent.name == "block5_pool")
     entry.write_bytes(entry.read_bytes()[:50])  # truncated, as by a dead disk
     _cache.clear_ram_cache()
-    np.testing.assert_array_equal(extractor.transform(images), expected)
+    # Recomputed from the cached block4 map in a batch of another size, whose last
+    # bits oneDNN may round differently (seen on AVX2-only CPUs).
+    np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-5, atol=1e-7)
     assert np.load(entry).shape == extractor.feature_map_shape_
 
 

@@ -124,7 +124,7 @@ def test_round_trip_gives_bit_identical_features(tmp_path, images, dump_load):
     else:
         joblib.dump(extractor, tmp_path / "extractor.joblib")
         restored = joblib.load(tmp_path / "extractor.joblib")
-    assert "_forward" not in restored.__dict__
+    assert "_runner" not in restored.__dict__
     np.testing.assert_array_equal(restored.transform(images), expected)
 
 
