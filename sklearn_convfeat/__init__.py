@@ -5,8 +5,9 @@ from importlib.metadata import PackageNotFoundError, version
 from ._cam import cam, cam_faithfulness, overlay, plot_cam
 from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
-from ._images import load_image_folder
+from ._images import IMAGE_EXTENSIONS, load_image_folder
 from ._mlp import KerasMLPClassifier
+from ._weights import check_weights
 
 try:
     __version__ = version("sklearn-convfeat")
@@ -14,11 +15,13 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "ConvFeatureExtractor",
     "FineTuner",
     "KerasMLPClassifier",
     "cam",
     "cam_faithfulness",
+    "check_weights",
     "load_image_folder",
     "overlay",
     "plot_cam",

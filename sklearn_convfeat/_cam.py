@@ -45,9 +45,6 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbone import (
     VGG16_LAYERS,
-    feature_map_shape,
-    get_base,
-    get_forward,
     layer_index,
     pool,
     preprocess,
@@ -1008,7 +1005,7 @@ class _PipelineExplainer:
     """Pipeline([ConvFeatureExtractor, (affine scalers), KerasMLP or linear classifier])."""
 
     def __init__(self, pipeline, layer, need_layer=True):
-        from ._extractor import ConvFeatureExtractor
+        from ._extractor import ConvFeatureExtractor, feature_runner, tensorflow_runner
         from ._mlp import KerasMLPClassifier
 
         steps = [step for _, step in pipeline.steps]
@@ -1027,8 +1024,9 @@ class _PipelineExplainer:
         self.cut = extractor.layer_
         self.pooling = extractor.pooling
         self.preprocessing = extractor.preprocessing
-        self._pooled_forward = extractor._get_forward()  # also checks the weights' hash
-        self._source = extractor._weights_source
+        runner = feature_runner(extractor)  # also checks the weights' hash
+        self._pooled_forward = lambda x: runner.features(x, extractor.pooling)
+        self._tensorflow = tensorflow_runner(extractor)
         self.scale, self.shift = _affine(steps[1:-1], extractor.n_features_out_)
         if isinstance(head, KerasMLPClassifier):
             self.kind = "mlp"
@@ -1086,8 +1084,7 @@ class _PipelineExplainer:
     # Linear classifier at the cut: numpy only, exact. ---------------------------------
 
     def _maps_at_cut(self, x):
-        flat = get_forward(self._source, self.cut, self.preprocessing, "flatten")(x)
-        return flat.reshape(len(x), *feature_map_shape(self.cut, x.shape[1:3]))
+        return self._tensorflow.maps(x)
 
     def _pool(self, maps):
         if self.pooling == "avg":
@@ -1118,7 +1115,7 @@ class _PipelineExplainer:
     # TensorFlow path: any layer at or before the cut, any classifier. -----------------
 
     def _run(self, layer):
-        base_ref = weakref.ref(get_base(self._source).model)
+        base_ref = weakref.ref(self._tensorflow.model)
         head_ref = weakref.ref(self.head_model) if self.kind == "mlp" else None
         cut, preprocessing, pooling, kind = self.cut, self.preprocessing, self.pooling, self.kind
 
@@ -1144,7 +1141,7 @@ class _PipelineExplainer:
         return run
 
     def _owner_and_key(self, what, layer):
-        base = get_base(self._source).model
+        base = self._tensorflow.model
         key = (what, layer, self.cut, self.preprocessing, self.pooling, self.binary)
         if self.kind == "linear":
             return base, ("linear", *key)

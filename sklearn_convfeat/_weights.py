@@ -81,6 +81,44 @@ def resolve_weights(weights, seed):
     return WeightsSource("file", path=path)
 
 
+def check_weights(weights):
+    """Check a ``weights`` parameter value without loading any weights.
+
+    The estimators accept the same values and run the same check in ``fit``; this
+    lets a script or a command line refuse a typo before any work starts.
+
+    Parameters
+    ----------
+    weights : "imagenet", None, str or os.PathLike
+        As the estimators' ``weights``.
+
+    Returns
+    -------
+    path : str or None
+        The local weights file that would be read (for ``"imagenet"``, the file
+        ``SKLEARN_CONVFEAT_WEIGHTS`` names, if set), or None for Keras' download and
+        cache or random weights.
+
+    Raises
+    ------
+    ValueError
+        If ``weights`` names no file, or a file that is not a Keras weights file.
+    OSError
+        If ``SKLEARN_CONVFEAT_WEIGHTS`` names no file.
+
+    Examples
+    --------
+    >>> from sklearn_convfeat import check_weights
+    >>> check_weights(None) is None
+    True
+    >>> check_weights("no/such/file.h5")
+    Traceback (most recent call last):
+    ...
+    ValueError: `weights` must be 'imagenet', None, or the path of an existing ...
+    """
+    return resolve_weights(weights, seed=0).path
+
+
 def build_vgg16_base(source):
     """A fresh ``keras.applications.VGG16(include_top=False)`` with the source's weights.
 

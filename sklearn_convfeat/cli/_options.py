@@ -1,0 +1,162 @@
+"""What several ``convfeat`` commands share: their options and the checks run on them
+before any work starts."""
+
+import argparse
+import os
+import sys
+
+WEIGHTS_HELP = (
+    "'imagenet' (Keras download and cache; the environment variable "
+    "SKLEARN_CONVFEAT_WEIGHTS points it at a local file), a local .h5/.weights.h5 file, "
+    "or 'random' (untrained, seed 0: for smoke tests) (default: imagenet)"
+)
+
+
+class CommandError(ValueError):
+    """Bad command-line input, found before any computing starts."""
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def add_command(commands, name, help, description, epilog):
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_weights(command):
+    command.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
+
+
+def add_image_options(command, image_size=150):
+    command.add_argument(
+        "--preprocessing",
+        choices=["vgg16", "rescale"],
+        default="vgg16",
+        help="vgg16: the input the ImageNet weights were trained on; rescale: the "
+        "book's x/255 (default: vgg16)",
+    )
+    command.add_argument(
+        "--image-size",
+        type=int,
+        default=image_size,
+        metavar="N",
+        help=f"resize every image to N×N (default: {image_size})",
+    )
+
+
+def add_cut_options(command):
+    command.add_argument(
+        "--layer",
+        default="block5_pool",
+        help="where to cut VGG16: a layer name (block4_conv3, ...) or a block 1-5 "
+        "(default: block5_pool)",
+    )
+    command.add_argument(
+        "--pooling",
+        choices=["flatten", "avg", "max"],
+        default="flatten",
+        help="flatten the feature map, or average/max it over space (default: flatten)",
+    )
+
+
+def add_batch_size(command, default=32, help="images per forward pass"):
+    command.add_argument(
+        "--batch-size", type=int, default=default, help=f"{help} (default: {default})"
+    )
+
+
+def add_save(command, what):
+    command.add_argument("--save", metavar="FILE", help=f"joblib.dump the fitted {what} here")
+
+
+def add_quiet(command):
+    command.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ------------------------------------------------------------------ checks done up front
+
+
+def check_weights(value):
+    """``--weights`` as the estimators' ``weights``; a bad file is an error now."""
+    from .. import check_weights as check_weights_parameter
+
+    if value == "random":
+        return None
+    try:
+        check_weights_parameter(value)
+    except (OSError, ValueError) as exc:
+        usable_name = value == "imagenet" or os.path.isfile(value)
+        problem = f"is refused: {exc}" if usable_name else "is not a file"
+        raise CommandError(
+            f"--weights {value!r} {problem}. Give 'imagenet', 'random', or the path "
+            "of a VGG16 notop weights file (.h5, .weights.h5 or .keras)."
+        ) from exc
+    return value
+
+
+def check_output(path, option, extensions=None):
+    """Refuse an output path that cannot be written before hours of work, not after."""
+    if extensions is not None and not path.lower().endswith(extensions):
+        raise CommandError(
+            f"{option} {path!r} must end in {' or '.join(extensions)}: the extension "
+            "chooses the format."
+        )
+    if os.path.isdir(path):
+        raise CommandError(f"{option} {path!r} is a folder: give a file name in it.")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        problem = "is a file" if os.path.exists(folder) else "does not exist"
+        raise CommandError(
+            f"{option} {path!r} cannot be written: its folder {folder!r} {problem}. "
+            "Give a path in an existing folder."
+        )
+    if not os.access(folder, os.W_OK) or (
+        os.path.exists(path) and not os.access(path, os.W_OK)
+    ):
+        raise CommandError(
+            f"{option} {path!r} cannot be written: no write permission. Choose "
+            "another place."
+        )
+    return path
+
+
+def parse_choice(text, classes):
+    """A command-line string as the class label it names, else an int index."""
+    if text is None:
+        return None
+    for label in classes if classes is not None else ():
+        if str(label) == text:
+            return label
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+def printer(out):
+    """``say(message)``: a line to ``out`` (standard output by default), flushed."""
+
+    def say(message=""):
+        print(message, file=out or sys.stdout, flush=True)
+
+    return say
+
+
+def extractor_from_args(args, weights, **params):
+    """The ConvFeatureExtractor that the cut and image options of a command describe."""
+    from .. import ConvFeatureExtractor
+
+    return ConvFeatureExtractor(
+        weights=weights,
+        layer=parse_choice(args.layer, None),
+        pooling=args.pooling,
+        image_size=(args.image_size, args.image_size),
+        preprocessing=args.preprocessing,
+        batch_size=args.batch_size,
+        verbose=0 if args.quiet else 1,
+        random_state=0,
+        **params,
+    )

@@ -1,0 +1,119 @@
+"""``convfeat cam``: class activation heatmaps of a saved model laid over images."""
+
+import os
+import sys
+
+from ._options import CommandError, add_command, parse_choice
+
+
+def add_parser(commands):
+    command = add_command(
+        commands,
+        "cam",
+        help="write class activation heatmaps laid over IMAGE(s) as PNG",
+        description=(
+            "Explain a fitted model's decision on each IMAGE with a class activation "
+            "heatmap (Grad-CAM by default) and write the heatmap laid over the image."
+        ),
+        epilog=(
+            "example:\n"
+            "  convfeat cam test/dogs/dog.1500.jpg --model tuner.joblib -o dog_cam.png"
+        ),
+    )
+    command.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s)")
+    command.add_argument(
+        "--model",
+        required=True,
+        metavar="FILE",
+        help="a fitted FineTuner or Pipeline saved with joblib.dump (e.g. by "
+        "'convfeat evaluate --save'), or a Keras model saved as .keras",
+    )
+    command.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="a .png file (one IMAGE), an existing folder (writes STEM_cam.png there), "
+        "or a pattern with {stem} such as 'cams/{stem}.png'",
+    )
+    command.add_argument(
+        "--target",
+        help="class label (or index) to explain (default: the predicted class)",
+    )
+    command.add_argument(
+        "--layer",
+        help="convolutional layer to explain (default: the last one before the cut)",
+    )
+    command.add_argument(
+        "--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam"
+    )
+    command.add_argument(
+        "--alpha", type=float, default=0.4, help="heatmap opacity (default: 0.4)"
+    )
+    command.add_argument(
+        "--colormap", default="jet", help="default jet; others need matplotlib"
+    )
+
+
+def load_model(path):
+    """A model saved by joblib.dump, or a Keras model saved as .keras/.h5."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--model {path!r} is not a file.")
+    if path.endswith((".keras", ".h5")):
+        import keras
+
+        return keras.models.load_model(path, compile=False)
+    import joblib
+
+    model = joblib.load(path)
+    if not hasattr(model, "predict") and not hasattr(model, "layers"):
+        raise ValueError(
+            f"--model {path!r} holds a {type(model).__name__}, not a fitted model. Save "
+            "a fitted FineTuner or Pipeline with joblib.dump(model, path)."
+        )
+    return model
+
+
+def output_paths(pattern, images):
+    stems = [os.path.splitext(os.path.basename(image))[0] for image in images]
+    if "{stem}" in pattern:
+        return [pattern.format(stem=stem) for stem in stems]
+    if os.path.isdir(pattern):
+        return [os.path.join(pattern, f"{stem}_cam.png") for stem in stems]
+    if len(images) > 1:
+        raise ValueError(
+            f"-o {pattern!r} is one file but {len(images)} images were given: pass an "
+            "existing folder or a pattern with {stem}, such as 'cams/{stem}.png'."
+        )
+    return [pattern]
+
+
+def run(args, out=None):
+    from PIL import Image
+
+    from .._cam import _check_X, _explain, _make_explainer, _resolve_targets, overlay
+
+    missing = [image for image in args.images if not os.path.isfile(image)]
+    if missing:
+        raise CommandError(
+            f"{len(missing)} IMAGE file(s) do not exist: {', '.join(map(repr, missing[:3]))}."
+        )
+    model = load_model(args.model)
+    outputs = output_paths(args.output, args.images)
+    layer = parse_choice(args.layer, None)
+    explainer = _make_explainer(model, layer)
+    images, _ = _check_X(list(args.images), explainer)
+    targets = _resolve_targets(
+        explainer, parse_choice(args.target, explainer.classes.tolist()), len(images)
+    )
+    heatmaps, used, proba = _explain(explainer, images, targets, args.method, 64, 32)
+    for image, heatmap, index, row, path in zip(
+        args.images, heatmaps, used, proba, outputs
+    ):
+        blended = overlay(image, heatmap, alpha=args.alpha, colormap=args.colormap)
+        Image.fromarray(blended).save(path)
+        label = explainer.classes.tolist()[index]
+        print(
+            f"{image}: class {label!r} (p={row[index]:.2f}) -> {path}",
+            file=out or sys.stdout,
+        )
