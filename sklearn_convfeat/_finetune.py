@@ -9,56 +9,38 @@ are trained on it: the same computation as end-to-end training, without repeatin
 frozen forward pass every epoch.
 """
 
-import os
-import tempfile
-from functools import lru_cache
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
+from sklearn.utils.validation import (
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+)
 
-from ._backbone import N_BLOCKS, TensorFlowRunner, feature_map_shape, get_base
+from ._backbone import N_BLOCKS, get_base
+from ._compat import Interval, StrOptions, fit_context
+from ._finetune_phases import CachedTraining, EndToEndTraining, cache_cut
 from ._images import ImageFiles, check_images, run_batches
-from ._keras_state import model_from_bytes, model_to_bytes
+from ._keras_layers import augmentation_layers, check_augment, preprocessing_layer_class
+from ._keras_state import KerasModelState
 from ._training import (
     OPTIMIZERS,
     check_two_classes,
     class_weight_vector,
-    compile_for_training,
     draw_seeds,
     head_layers,
     hold_out_rows,
-    make_optimizer,
-    ordered_batches,
     probabilities,
-    shuffled_batches,
     targets_and_loss,
 )
 from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size
 from ._weights import resolve_weights
 
-# The book's ImageDataGenerator settings (§5.2.5), by their Keras 2 names.
-AUGMENT_DEFAULTS = {
-    "rotation_range": 40,
-    "width_shift_range": 0.2,
-    "height_shift_range": 0.2,
-    "shear_range": 0.2,
-    "zoom_range": 0.2,
-    "horizontal_flip": True,
-    "fill_mode": "nearest",
-}
-_FILL_MODES = ("reflect", "wrap", "nearest", "constant")
-_MODEL_BYTES = "_model_keras_bytes"
-_HEAD_LAYERS = ("flatten", "hidden", "dropout", "output")
-# The frozen-prefix cache stays in memory while it takes at most this share of the
-# memory available when fit starts; beyond it, it goes to a memory-mapped file.
-_CACHE_MEMORY_SHARE = 0.5
 
-
-class FineTuner(ClassifierMixin, BaseEstimator):
+class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
     """Fine-tune the top of VGG16 with a dense head: the book's §5.3.2 recipe.
 
     1. Build the VGG16 convolutional base + Flatten → Dense(relu) → Dropout →
@@ -256,7 +238,7 @@ class FineTuner(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, *, validation_data=None):
         """Train the head (phase 1), then the top ``unfreeze`` blocks with it (phase 2).
 
@@ -281,7 +263,7 @@ class FineTuner(ClassifierMixin, BaseEstimator):
                 "The 'unfreeze' parameter of FineTuner must be an int in the range "
                 f"[0, {N_BLOCKS}] (blocks trained in phase 2). Got {self.unfreeze!r}."
             )
-        augment = _check_augment(self.augment)
+        augment = check_augment(self.augment)
         images = check_images(X)
         y = column_or_1d(y, warn=True)
         check_consistent_length(images, y)
@@ -332,9 +314,9 @@ class FineTuner(ClassifierMixin, BaseEstimator):
         self.model_ = self._build_network(
             base_entry.model.get_weights(), n_classes, head_seeds, augment, augment_seed
         )
-        cut = _cache_cut(self.unfreeze)
+        cut = cache_cut(self.unfreeze)
         use_cache = self.cache is not None and not augment and cut is not None
-        trainer = _CachedTraining if use_cache else _EndToEndTraining
+        trainer = CachedTraining if use_cache else EndToEndTraining
         training = trainer(self, source, cut, loss, order_seed)
         history = training.run(train_images, targets, sample_weight, validation)
         self.cache_ = training.cache_kind
@@ -403,8 +385,8 @@ class FineTuner(ClassifierMixin, BaseEstimator):
         inputs = keras.Input((height, width, 3), name="image")
         x = inputs
         if augment:
-            x = _augmentation(augment, augment_seed)(x)
-        x = _preprocessing_layer_class()(self.preprocessing, name="preprocessing")(x)
+            x = augmentation_layers(augment, augment_seed)(x)
+        x = preprocessing_layer_class()(self.preprocessing, name="preprocessing")(x)
         base = keras.applications.VGG16(
             weights=None, include_top=False, input_shape=(height, width, 3)
         )
@@ -426,241 +408,10 @@ class FineTuner(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_class = True
         return tags
 
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        if "model_" in state:
-            state[_MODEL_BYTES] = model_to_bytes(state.pop("model_"))
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        data = state.pop(_MODEL_BYTES, None)
-        super().__setstate__(state)
-        if data is not None:
-            _preprocessing_layer_class()  # registers the layer before loading
-            self.model_ = model_from_bytes(data)
 
 
-class _Training:
-    """One fit's two phases; subclasses say what each phase trains on."""
-
-    cache_kind = None
-
-    def __init__(self, tuner, source, cut, loss, order_seed):
-        self.tuner = tuner
-        self.source = source
-        self.cut = cut
-        self.loss = loss
-        self.order_seed = order_seed
-        self.history = {"phase": []}
-        self.base = tuner.model_.get_layer("vgg16")
-
-    def run(self, images, targets, sample_weight, validation):
-        tuner = self.tuner
-        phase1_model, phase1_inputs, phase1_validation = self.phase1(images, validation)
-        _set_trainable_blocks(self.base, 0)
-        self.fit_phase(
-            1, phase1_model, phase1_inputs, targets, sample_weight, phase1_validation,
-            tuner.head_epochs, tuner.head_learning_rate,
-        )
-        if tuner.unfreeze > 0 and tuner.fine_tune_epochs > 0:
-            phase2_model, phase2_inputs, phase2_validation = self.phase2()
-            _set_trainable_blocks(self.base, tuner.unfreeze)
-            self.fit_phase(
-                2, phase2_model, phase2_inputs, targets, sample_weight,
-                phase2_validation, tuner.fine_tune_epochs, tuner.fine_tune_learning_rate,
-            )
-        self.cleanup()
-        _set_trainable_blocks(self.base, tuner.unfreeze)
-        return self.history
-
-    def fit_phase(self, phase, model, inputs, targets, sample_weight, validation,
-                  epochs, learning_rate):
-        import keras
-
-        if epochs == 0:
-            return
-        tuner = self.tuner
-        first = np.arange(1)
-        compile_for_training(
-            model, make_optimizer(tuner.optimizer, learning_rate), self.loss,
-            inputs[first], targets[first],
-        )
-        timer = _epoch_timer()
-        callbacks = [timer]
-        if tuner.early_stopping and validation is not None:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(
-                    monitor="val_loss",
-                    patience=tuner.n_iter_no_change,
-                    restore_best_weights=True,
-                    verbose=int(tuner.verbose > 0),
-                )
-            )
-        batches = shuffled_batches(
-            inputs, targets, sample_weight,
-            batch_size=tuner.batch_size, seed=self.order_seed + phase,
-        )
-        validation_batches = None
-        if validation is not None:
-            validation_batches = ordered_batches(*validation, batch_size=tuner.batch_size)
-        history = model.fit(
-            batches,
-            epochs=epochs,
-            steps_per_epoch=batches.n_batches_per_epoch,
-            shuffle=False,
-            validation_data=validation_batches,
-            callbacks=callbacks,
-            verbose=min(int(tuner.verbose), 2),
-        )
-        for key, values in history.history.items():
-            self.history.setdefault(key, []).extend(float(v) for v in values)
-        self.history["phase"].extend([phase] * len(history.history["loss"]))
-        self.history.setdefault("epoch_seconds", []).extend(timer.seconds)
-
-    def cleanup(self):
-        pass
-
-
-class _EndToEndTraining(_Training):
-    """Every epoch runs the whole network on the (augmented) images."""
-
-    def phase1(self, images, validation):
-        size = self.tuner.image_size_
-        self.images = images.as_rows(size)
-        self.validation = None
-        if validation is not None:
-            self.validation = (validation[0].as_rows(size), validation[1])
-        return self.tuner.model_, self.images, self.validation
-
-    def phase2(self):
-        return self.tuner.model_, self.images, self.validation
-
-
-class _CachedTraining(_Training):
-    """The frozen prefix runs once per image; epochs train the top and the head."""
-
-    def phase1(self, images, validation):
-        import keras
-
-        tuner = self.tuner
-        self.map_shape = feature_map_shape(self.cut, tuner.image_size_)
-        self._folder = None
-        n_val = 0 if validation is None else len(validation[0])
-        self.cache_kind = self._choose_cache(len(images) + n_val)
-        self.prefix = self._extract(images, "train")
-        self.prefix_validation = None
-        if validation is not None:
-            self.prefix_validation = (self._extract(validation[0], "validation"), validation[1])
-
-        # The base's layers above the cut and the head, reused on cached inputs:
-        # training these shared layers trains model_ itself.
-        cut_index = [layer.name for layer in self.base.layers].index(self.cut)
-        self.upper_layers = self.base.layers[cut_index + 1 :]
-        head = [tuner.model_.get_layer(name) for name in _HEAD_LAYERS]
-        prefix_input = keras.Input(self.map_shape, name="frozen_prefix")
-        x = prefix_input
-        for layer in self.upper_layers:
-            x = layer(x)
-        base_output = x
-        for layer in head:
-            x = layer(x)
-        self.top = keras.Model(prefix_input, x, name="finetuner_top")
-
-        # Phase 1 trains the head only: run the frozen upper blocks once more, here.
-        upper = keras.Model(prefix_input, base_output)
-        head_input = keras.Input(tuple(base_output.shape[1:]), name="base_output")
-        x = head_input
-        for layer in head:
-            x = layer(x)
-        head_model = keras.Model(head_input, x, name="finetuner_head")
-        if not self.upper_layers:
-            return head_model, self.prefix, self.prefix_validation
-        features = self._apply(upper, self.prefix)
-        features_validation = None
-        if validation is not None:
-            features_validation = (self._apply(upper, self.prefix_validation[0]),
-                                   validation[1])
-        return head_model, features, features_validation
-
-    def phase2(self):
-        return self.top, self.prefix, self.prefix_validation
-
-    def _choose_cache(self, n_images):
-        if self.tuner.cache in ("memory", "disk"):
-            return self.tuner.cache
-        needed = n_images * int(np.prod(self.map_shape)) * 4
-        return "memory" if needed <= _CACHE_MEMORY_SHARE * _available_memory() else "disk"
-
-    def _extract(self, images, name):
-        tuner = self.tuner
-        n_values = int(np.prod(self.map_shape))
-        out = None
-        if self.cache_kind == "disk":
-            if self._folder is None:
-                self._folder = tempfile.TemporaryDirectory(prefix="sklearn_convfeat_cache_")
-            out = np.lib.format.open_memmap(
-                os.path.join(self._folder.name, f"{name}.npy"),
-                mode="w+", dtype=np.float32, shape=(len(images), n_values),
-            )
-        runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing)
-        values, _ = run_batches(
-            lambda batch: runner.features(batch, "flatten"), images,
-            n_outputs=n_values, image_size=tuner.image_size_,
-            batch_size=max(tuner.batch_size, 32), verbose=tuner.verbose, out=out,
-        )
-        return values.reshape(len(images), *self.map_shape)
-
-    def _apply(self, model, inputs, chunk=256):
-        outputs = [
-            np.asarray(model.predict_on_batch(inputs[start : start + chunk]))
-            for start in range(0, len(inputs), chunk)
-        ]
-        return np.concatenate(outputs)
-
-    def cleanup(self):
-        self.prefix = self.prefix_validation = None
-        if self._folder is not None:
-            self._folder.cleanup()
-
-
-def _epoch_timer():
-    import time
-
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        """Wall time of each epoch, validation included."""
-
-        def __init__(self):
-            super().__init__()
-            self.seconds = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self._start = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self._start)
-
-    return EpochTimer()
-
-
-def _cache_cut(unfreeze):
-    """The last frozen layer in phase 2, whose output is cached; None if none is."""
-    if unfreeze >= N_BLOCKS:
-        return None
-    return f"block{N_BLOCKS - unfreeze}_pool"
-
-
-def _block_of(layer_name):
-    return int(layer_name[5]) if layer_name.startswith("block") else 0
-
-
-def _set_trainable_blocks(base, n_blocks):
-    """Make the top ``n_blocks`` blocks of the base trainable, freeze the rest."""
-    base.trainable = True
-    for layer in base.layers:
-        layer.trainable = _block_of(layer.name) > N_BLOCKS - n_blocks
+    def _register_keras_objects(self):
+        preprocessing_layer_class()  # registers the layer before loading
 
 
 def _split_seeds(seeds):
@@ -668,86 +419,3 @@ def _split_seeds(seeds):
     return weights_seed, (h1, h2, h3), augment_seed, order_seed, split_seed
 
 
-def _available_memory():
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):  # not on this platform
-        return 2**31
-
-
-def _check_augment(augment):
-    """The augmentation settings as a dict, or None when off."""
-    if augment is False:
-        return None
-    if augment is True:
-        return dict(AUGMENT_DEFAULTS)
-    unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"`augment` has unknown keys {unknown}. Valid keys are "
-            f"{sorted(AUGMENT_DEFAULTS)} (the book's ImageDataGenerator settings); "
-            "e.g. augment={'rotation_range': 20}."
-        )
-    settings = {**AUGMENT_DEFAULTS, **augment}
-    if settings["fill_mode"] not in _FILL_MODES:
-        raise ValueError(
-            f"`augment['fill_mode']` must be one of {_FILL_MODES}. "
-            f"Got {settings['fill_mode']!r} instead."
-        )
-    for key in ("rotation_range", "width_shift_range", "height_shift_range",
-                "shear_range", "zoom_range"):
-        value = settings[key]
-        if not isinstance(value, Real) or isinstance(value, bool) or value < 0:
-            raise ValueError(
-                f"`augment[{key!r}]` must be a number >= 0 (0 turns it off). "
-                f"Got {value!r} instead."
-            )
-    return settings
-
-
-def _augmentation(settings, seed):
-    """The book's ImageDataGenerator as Keras 3 layers (active in training only)."""
-    import keras
-
-    layers = keras.layers
-    fill = settings["fill_mode"]
-    steps = []
-    if settings["rotation_range"]:
-        steps.append(layers.RandomRotation(
-            settings["rotation_range"] / 360.0, fill_mode=fill, seed=seed))
-    if settings["width_shift_range"] or settings["height_shift_range"]:
-        steps.append(layers.RandomTranslation(
-            settings["height_shift_range"], settings["width_shift_range"],
-            fill_mode=fill, seed=seed + 1))
-    if settings["shear_range"]:
-        steps.append(layers.RandomShear(
-            x_factor=settings["shear_range"], fill_mode=fill, seed=seed + 2))
-    if settings["zoom_range"]:
-        steps.append(layers.RandomZoom(settings["zoom_range"], fill_mode=fill, seed=seed + 3))
-    if settings["horizontal_flip"]:
-        steps.append(layers.RandomFlip("horizontal", seed=seed + 4))
-    return keras.Sequential(steps, name="augmentation")
-
-
-@lru_cache(maxsize=None)
-def _preprocessing_layer_class():
-    """The VGG16 input scaling as a serialisable layer (registered on first use)."""
-    import keras
-
-    from ._backbone import preprocess
-
-    @keras.saving.register_keras_serializable(package="sklearn_convfeat")
-    class VGGPreprocessing(keras.layers.Layer):
-        """RGB images in [0, 255] → the base's input: ``"vgg16"`` or ``"rescale"``."""
-
-        def __init__(self, mode="vgg16", **kwargs):
-            super().__init__(**kwargs)
-            self.mode = mode
-
-        def call(self, images):
-            return preprocess(images, self.mode)
-
-        def get_config(self):
-            return {**super().get_config(), "mode": self.mode}
-
-    return VGGPreprocessing

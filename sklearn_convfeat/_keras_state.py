@@ -1,8 +1,8 @@
 """Keras models as bytes, for pickling the estimators that hold one.
 
-Estimators keep their fitted network in an attribute; their ``__getstate__`` swaps it
-for :func:`model_to_bytes` and their ``__setstate__`` swaps it back with
-:func:`model_from_bytes`. The bytes are a complete native ``.keras`` archive
+Estimators keep their fitted network in ``model_``; :class:`KerasModelState` gives
+them a ``__getstate__`` that swaps it for :func:`model_to_bytes` and a
+``__setstate__`` that swaps it back with :func:`model_from_bytes`. The bytes are a complete native ``.keras`` archive
 (architecture, weights, compile configuration and optimizer state), so the pickle
 does not depend on how Keras itself pickles models, and the bytes can be written
 straight to a file that ``keras.saving.load_model`` opens.
@@ -91,3 +91,32 @@ def model_from_bytes(data, *, compile=True, custom_objects=None, safe_mode=True)
         return keras.saving.load_model(
             path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
+
+
+class KerasModelState:
+    """Mixin of the estimators holding a fitted Keras model in ``model_``.
+
+    Pickles (and ``clone``-free copies) carry the model as ``.keras`` bytes, never
+    through Keras' own pickling. Subclasses whose models use custom layers
+    override :meth:`_register_keras_objects` to register them before loading.
+    """
+
+    _MODEL_BYTES_KEY = "_model_keras_bytes"
+
+    def __getstate__(self):
+        # A copy: object.__getstate__ may return the instance __dict__ itself.
+        state = dict(super().__getstate__())
+        if "model_" in state:
+            state[self._MODEL_BYTES_KEY] = model_to_bytes(state.pop("model_"))
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        data = state.pop(self._MODEL_BYTES_KEY, None)
+        super().__setstate__(state)
+        if data is not None:
+            self._register_keras_objects()
+            self.model_ = model_from_bytes(data)
+
+    def _register_keras_objects(self):
+        """Register the custom Keras classes ``model_`` uses; none by default."""

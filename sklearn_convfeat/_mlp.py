@@ -3,13 +3,15 @@
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from ._keras_state import model_from_bytes, model_to_bytes
+from ._compat import Interval, StrOptions, fit_context, validate_data
+
+from ._keras_state import KerasModelState
 from ._training import (
+    early_stopping_callback,
     OPTIMIZERS,
     check_two_classes,
     class_weight_vector,
@@ -27,10 +29,9 @@ from ._training import (
 _PREDICT_CHUNK = 4096
 
 # Key under which a pickled estimator keeps its network as .keras bytes.
-_MODEL_BYTES = "_model_keras_bytes"
 
 
-class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
+class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
     """A small Keras MLP classifier: the densely connected head on convnet features.
 
     The classifier of Chollet, *Deep Learning with Python* §5.3.1, trained on the
@@ -196,7 +197,7 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    @_fit_context(prefer_skip_nested_validation=True)
+    @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Build the network and train it on ``(X, y)``.
 
@@ -238,12 +239,7 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
                 validation_data += (sample_weight[held_out],)
                 sample_weight = sample_weight[train]
             X, targets = X[train], targets[train]
-            stopper = keras.callbacks.EarlyStopping(
-                monitor="val_loss",
-                patience=self.n_iter_no_change,
-                restore_best_weights=True,
-                verbose=int(self.verbose > 0),
-            )
+            stopper = early_stopping_callback(self.n_iter_no_change, self.verbose)
             callbacks.append(stopper)
 
         self.model_ = keras.Sequential(
@@ -342,17 +338,3 @@ class KerasMLPClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = False
         tags.non_deterministic = False
         return tags
-
-    def __getstate__(self):
-        # A copy: object.__getstate__ may return the instance __dict__ itself.
-        state = dict(super().__getstate__())
-        if "model_" in state:
-            state[_MODEL_BYTES] = model_to_bytes(state.pop("model_"))
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        data = state.pop(_MODEL_BYTES, None)
-        super().__setstate__(state)
-        if data is not None:
-            self.model_ = model_from_bytes(data)

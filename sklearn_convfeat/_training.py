@@ -58,6 +58,18 @@ def compile_for_training(model, optimizer, loss, first_inputs, first_targets):
     )
 
 
+def early_stopping_callback(patience, verbose):
+    """Keras early stopping on the validation loss, restoring the best epoch's weights."""
+    import keras
+
+    return keras.callbacks.EarlyStopping(
+        monitor="val_loss",
+        patience=patience,
+        restore_best_weights=True,
+        verbose=int(verbose > 0),
+    )
+
+
 def check_two_classes(estimator, classes):
     if len(classes) < 2:
         raise ValueError(
@@ -144,7 +156,7 @@ def class_weight_vector(class_weight, classes, y):
     return weights
 
 
-def hold_out_rows(y_encoded, fraction, seed, *, n_classes, reason="early_stopping=True"):
+def hold_out_rows(y_encoded, fraction, seed, *, n_classes):
     """(train rows, validation rows): a stratified split of ``fraction`` of the samples."""
     rows = np.arange(len(y_encoded))
     try:
@@ -153,7 +165,7 @@ def hold_out_rows(y_encoded, fraction, seed, *, n_classes, reason="early_stoppin
         )
     except ValueError as exc:
         raise ValueError(
-            f"{reason} holds out validation_fraction={fraction} of the "
+            f"early_stopping=True holds out validation_fraction={fraction} of the "
             f"{len(rows)} training samples, stratified by class, which needs at least "
             "2 samples of every class and a hold-out of at least one sample per class "
             f"({n_classes}), leaving a non-empty training set; here: {exc} Increase "

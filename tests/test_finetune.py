@@ -10,7 +10,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from sklearn_convfeat import FineTuner, load_image_folder
-from sklearn_convfeat._finetune import AUGMENT_DEFAULTS
+from sklearn_convfeat._keras_layers import AUGMENT_DEFAULTS
 
 
 def tiny(**params):
@@ -129,11 +129,11 @@ def test_augmentation_trains_end_to_end_and_is_off_at_prediction(data):
 
 def test_the_books_augmentation_settings():
     tuner = tiny(augment=True)
-    from sklearn_convfeat._finetune import _augmentation, _check_augment
+    from sklearn_convfeat._keras_layers import augmentation_layers, check_augment
 
-    settings = _check_augment(tuner.augment)
+    settings = check_augment(tuner.augment)
     assert settings == AUGMENT_DEFAULTS
-    layers = [type(layer).__name__ for layer in _augmentation(settings, 0).layers]
+    layers = [type(layer).__name__ for layer in augmentation_layers(settings, 0).layers]
     assert layers == ["RandomRotation", "RandomTranslation", "RandomShear", "RandomZoom", "RandomFlip"]
 
 

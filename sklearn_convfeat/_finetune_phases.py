@@ -1,0 +1,249 @@
+"""FineTuner's two training phases: end to end, or on the frozen prefix's cached output.
+
+Without augmentation the frozen lower blocks see the same images every epoch, so their
+output is computed once (the frozen-prefix cache) and only the unfrozen top and the head
+are trained on it: the same computation as end-to-end training, without repeating the
+frozen forward pass every epoch.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+
+from ._backbone import N_BLOCKS, TensorFlowRunner, feature_map_shape
+from ._images import run_batches
+from ._training import (
+    compile_for_training,
+    early_stopping_callback,
+    make_optimizer,
+    ordered_batches,
+    shuffled_batches,
+)
+
+HEAD_LAYER_NAMES = ("flatten", "hidden", "dropout", "output")
+# The frozen-prefix cache stays in memory while it takes at most this share of the
+# memory available when fit starts; beyond it, it goes to a memory-mapped file.
+_CACHE_MEMORY_SHARE = 0.5
+
+
+class _Training:
+    """One fit's two phases; subclasses say what each phase trains on."""
+
+    cache_kind = None
+
+    def __init__(self, tuner, source, cut, loss, order_seed):
+        self.tuner = tuner
+        self.source = source
+        self.cut = cut
+        self.loss = loss
+        self.order_seed = order_seed
+        self.history = {"phase": []}
+        self.base = tuner.model_.get_layer("vgg16")
+
+    def run(self, images, targets, sample_weight, validation):
+        tuner = self.tuner
+        phase1_model, phase1_inputs, phase1_validation = self.phase1(images, validation)
+        _set_trainable_blocks(self.base, 0)
+        self.fit_phase(
+            1, phase1_model, phase1_inputs, targets, sample_weight, phase1_validation,
+            tuner.head_epochs, tuner.head_learning_rate,
+        )
+        if tuner.unfreeze > 0 and tuner.fine_tune_epochs > 0:
+            phase2_model, phase2_inputs, phase2_validation = self.phase2()
+            _set_trainable_blocks(self.base, tuner.unfreeze)
+            self.fit_phase(
+                2, phase2_model, phase2_inputs, targets, sample_weight,
+                phase2_validation, tuner.fine_tune_epochs, tuner.fine_tune_learning_rate,
+            )
+        self.cleanup()
+        _set_trainable_blocks(self.base, tuner.unfreeze)
+        return self.history
+
+    def fit_phase(self, phase, model, inputs, targets, sample_weight, validation,
+                  epochs, learning_rate):
+        if epochs == 0:
+            return
+        tuner = self.tuner
+        first = np.arange(1)
+        compile_for_training(
+            model, make_optimizer(tuner.optimizer, learning_rate), self.loss,
+            inputs[first], targets[first],
+        )
+        timer = _epoch_timer()
+        callbacks = [timer]
+        if tuner.early_stopping and validation is not None:
+            callbacks.append(
+                early_stopping_callback(tuner.n_iter_no_change, tuner.verbose)
+            )
+        batches = shuffled_batches(
+            inputs, targets, sample_weight,
+            batch_size=tuner.batch_size, seed=self.order_seed + phase,
+        )
+        validation_batches = None
+        if validation is not None:
+            validation_batches = ordered_batches(*validation, batch_size=tuner.batch_size)
+        history = model.fit(
+            batches,
+            epochs=epochs,
+            steps_per_epoch=batches.n_batches_per_epoch,
+            shuffle=False,
+            validation_data=validation_batches,
+            callbacks=callbacks,
+            verbose=min(int(tuner.verbose), 2),
+        )
+        for key, values in history.history.items():
+            self.history.setdefault(key, []).extend(float(v) for v in values)
+        self.history["phase"].extend([phase] * len(history.history["loss"]))
+        self.history.setdefault("epoch_seconds", []).extend(timer.seconds)
+
+    def cleanup(self):
+        pass
+
+
+class EndToEndTraining(_Training):
+    """Every epoch runs the whole network on the (augmented) images."""
+
+    def phase1(self, images, validation):
+        size = self.tuner.image_size_
+        self.images = images.as_rows(size)
+        self.validation = None
+        if validation is not None:
+            self.validation = (validation[0].as_rows(size), validation[1])
+        return self.tuner.model_, self.images, self.validation
+
+    def phase2(self):
+        return self.tuner.model_, self.images, self.validation
+
+
+class CachedTraining(_Training):
+    """The frozen prefix runs once per image; epochs train the top and the head."""
+
+    def phase1(self, images, validation):
+        import keras
+
+        tuner = self.tuner
+        self.map_shape = feature_map_shape(self.cut, tuner.image_size_)
+        self._folder = None
+        n_val = 0 if validation is None else len(validation[0])
+        self.cache_kind = self._choose_cache(len(images) + n_val)
+        self.prefix = self._extract(images, "train")
+        self.prefix_validation = None
+        if validation is not None:
+            self.prefix_validation = (self._extract(validation[0], "validation"), validation[1])
+
+        # The base's layers above the cut and the head, reused on cached inputs:
+        # training these shared layers trains model_ itself.
+        cut_index = [layer.name for layer in self.base.layers].index(self.cut)
+        self.upper_layers = self.base.layers[cut_index + 1 :]
+        head = [tuner.model_.get_layer(name) for name in HEAD_LAYER_NAMES]
+        prefix_input = keras.Input(self.map_shape, name="frozen_prefix")
+        x = prefix_input
+        for layer in self.upper_layers:
+            x = layer(x)
+        base_output = x
+        for layer in head:
+            x = layer(x)
+        self.top = keras.Model(prefix_input, x, name="finetuner_top")
+
+        # Phase 1 trains the head only: run the frozen upper blocks once more, here.
+        upper = keras.Model(prefix_input, base_output)
+        head_input = keras.Input(tuple(base_output.shape[1:]), name="base_output")
+        x = head_input
+        for layer in head:
+            x = layer(x)
+        head_model = keras.Model(head_input, x, name="finetuner_head")
+        if not self.upper_layers:
+            return head_model, self.prefix, self.prefix_validation
+        features = self._apply(upper, self.prefix)
+        features_validation = None
+        if validation is not None:
+            features_validation = (self._apply(upper, self.prefix_validation[0]),
+                                   validation[1])
+        return head_model, features, features_validation
+
+    def phase2(self):
+        return self.top, self.prefix, self.prefix_validation
+
+    def _choose_cache(self, n_images):
+        if self.tuner.cache in ("memory", "disk"):
+            return self.tuner.cache
+        needed = n_images * int(np.prod(self.map_shape)) * 4
+        return "memory" if needed <= _CACHE_MEMORY_SHARE * _available_memory() else "disk"
+
+    def _extract(self, images, name):
+        tuner = self.tuner
+        n_values = int(np.prod(self.map_shape))
+        out = None
+        if self.cache_kind == "disk":
+            if self._folder is None:
+                self._folder = tempfile.TemporaryDirectory(prefix="sklearn_convfeat_cache_")
+            out = np.lib.format.open_memmap(
+                os.path.join(self._folder.name, f"{name}.npy"),
+                mode="w+", dtype=np.float32, shape=(len(images), n_values),
+            )
+        runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing)
+        values, _ = run_batches(
+            lambda batch: runner.features(batch, "flatten"), images,
+            n_outputs=n_values, image_size=tuner.image_size_,
+            batch_size=max(tuner.batch_size, 32), verbose=tuner.verbose, out=out,
+        )
+        return values.reshape(len(images), *self.map_shape)
+
+    def _apply(self, model, inputs, chunk=256):
+        outputs = [
+            np.asarray(model.predict_on_batch(inputs[start : start + chunk]))
+            for start in range(0, len(inputs), chunk)
+        ]
+        return np.concatenate(outputs)
+
+    def cleanup(self):
+        self.prefix = self.prefix_validation = None
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
+def _epoch_timer():
+    import time
+
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        """Wall time of each epoch, validation included."""
+
+        def __init__(self):
+            super().__init__()
+            self.seconds = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self._start)
+
+    return EpochTimer()
+
+
+def cache_cut(unfreeze):
+    """The last frozen layer in phase 2, whose output is cached; None if none is."""
+    if unfreeze >= N_BLOCKS:
+        return None
+    return f"block{N_BLOCKS - unfreeze}_pool"
+
+
+def _block_of(layer_name):
+    return int(layer_name[5]) if layer_name.startswith("block") else 0
+
+
+def _set_trainable_blocks(base, n_blocks):
+    """Make the top ``n_blocks`` blocks of the base trainable, freeze the rest."""
+    base.trainable = True
+    for layer in base.layers:
+        layer.trainable = _block_of(layer.name) > N_BLOCKS - n_blocks
+
+
+def _available_memory():
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on this platform
+        return 2**31
