@@ -70,16 +70,24 @@ def machine():
     import sklearn
     import tensorflow
 
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line.split(":", 1)[1].split()
+            if cpu and flags:
                 break
     except OSError:
         pass
     return {
         "cpu": cpu,
+        # What decides the dense-math rate: AVX2 only, or AVX-512 with VNNI/BF16/AMX.
+        "cpu_flags": sorted(
+            flag for flag in flags
+            if flag.startswith(("avx", "amx", "fma")) or "vnni" in flag or "bf16" in flag
+        ),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "tensorflow": tensorflow.__version__,
@@ -112,6 +120,13 @@ def write_results(name, results, out=None):
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def save_results(name, results, out=None):
+    """Every script's last step: write ``results``, say where, and return them."""
+    path = write_results(name, results, out)
+    print(f"\nresults: {path}")
+    return results
 
 
 def print_table(rows, columns):

@@ -37,7 +37,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import bench_finetune  # noqa: E402
-
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from sklearn_convfeat import ConvFeatureExtractor, KerasMLPClassifier  # noqa: E402
@@ -169,9 +168,7 @@ def main(argv=None):
     _common.print_table(rows, COLUMNS)
     print("extract: seconds for all three splits, shared by logreg and mlp. "
           "Published 0.96 (frozen base + augmentation) is not run: GPU-only.")
-    path = _common.write_results("bench_accuracy", results, args.out)
-    print(f"\nresults: {path}")
-    return results
+    return _common.save_results("bench_accuracy", results, args.out)
 
 
 if __name__ == "__main__":

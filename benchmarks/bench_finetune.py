@@ -36,10 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-
-from sklearn_convfeat import FineTuner  # noqa: E402
-from sklearn_convfeat._backbone import count_flops  # noqa: E402
 from _common import load_split  # noqa: E402
+
+from sklearn_convfeat import FineTuner, count_flops  # noqa: E402
 
 
 def accuracy_run(args, weights, save=None):
@@ -159,9 +158,7 @@ def main(argv=None):
             ["train_images", "head_epochs_run", "fine_tune_epochs_run",
              "validation_accuracy", "test_accuracy", "fit_seconds", "total_seconds"],
         )
-    path = _common.write_results("bench_finetune", results, args.out)
-    print(f"\nresults: {path}")
-    return results
+    return _common.save_results("bench_finetune", results, args.out)
 
 
 if __name__ == "__main__":

@@ -36,13 +36,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import Pipeline  # noqa: E402
 
-from sklearn_convfeat import ConvFeatureExtractor  # noqa: E402
-from sklearn_convfeat._backbone import count_flops, resolve_layer  # noqa: E402
+from sklearn_convfeat import ConvFeatureExtractor, count_flops  # noqa: E402
 
 TARGET_RATIO = 1.3
 UNIT_LAYER = 5  # the plain transform: the extractor's default cut, block5_pool
@@ -57,7 +55,7 @@ def plain_transform_seconds(extractor, paths):
 
 def flops_ratio(layers, best_layer, cv, image_size):
     """Forward-pass work of the search (every fold sees every image) per transform."""
-    flops = {layer: count_flops(resolve_layer(layer), image_size)
+    flops = {layer: count_flops(layer, image_size)
              for layer in {*layers, best_layer, UNIT_LAYER}}
     search = cv * sum(flops[layer] for layer in layers) + flops[best_layer]
     return search / flops[UNIT_LAYER]
@@ -128,9 +126,7 @@ def main(argv=None):
     if memory is not None:
         met = "met" if results["ratio"] <= TARGET_RATIO else "NOT met"
         print(f"feature cache: {cache_mb:.0f} MB on disk; target <= {TARGET_RATIO}x: {met}")
-    path = _common.write_results("bench_gridsearch", results, args.out)
-    print(f"\nresults: {path}")
-    return results
+    return _common.save_results("bench_gridsearch", results, args.out)
 
 
 if __name__ == "__main__":

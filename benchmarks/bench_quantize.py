@@ -34,7 +34,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
-
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from sklearn_convfeat import ConvFeatureExtractor  # noqa: E402
@@ -123,9 +122,7 @@ def main(argv=None):
         "rows": rows,
         **comparison,
     }
-    path = _common.write_results("bench_quantize", results, args.out)
-    print(f"\nresults: {path}")
-    return results
+    return _common.save_results("bench_quantize", results, args.out)
 
 
 if __name__ == "__main__":

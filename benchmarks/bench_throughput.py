@@ -66,9 +66,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
-from sklearn_convfeat import ConvFeatureExtractor  # noqa: E402
-from sklearn_convfeat._backbone import count_flops  # noqa: E402
-from sklearn_convfeat._images import decode_image, resize  # noqa: E402
+from sklearn_convfeat import ConvFeatureExtractor, count_flops, load_images  # noqa: E402
 
 # ConvFeatureExtractor backends to time: name -> (extra constructor parameters,
 # modules they need).
@@ -114,10 +112,7 @@ class Method:
 
 def decode_all(paths, size):
     """The images at size x size, float32, decoded as the extractor decodes them."""
-    return np.concatenate([
-        resize(decode_image(path)[np.newaxis].astype(np.float32), (size, size))
-        for path in paths
-    ])
+    return load_images(paths, image_size=size)
 
 
 def book_batch(paths, size):
@@ -340,9 +335,7 @@ def main(argv=None):
               f"{limit['gflops_per_image']:.4g} GFLOP per image")
     results["targets"] = check_targets(results["rows"])
     print_targets(results["targets"])
-    path = _common.write_results("bench_throughput", results, args.out)
-    print(f"\nresults: {path}")
-    return results
+    return _common.save_results("bench_throughput", results, args.out)
 
 
 if __name__ == "__main__":

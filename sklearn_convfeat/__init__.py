@@ -2,10 +2,11 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._backbone import count_flops
 from ._cam import cam, cam_faithfulness, overlay, plot_cam
 from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
-from ._images import IMAGE_EXTENSIONS, load_image_folder
+from ._images import IMAGE_EXTENSIONS, load_image_folder, load_images
 from ._mlp import KerasMLPClassifier
 from ._weights import check_weights
 
@@ -22,7 +23,9 @@ __all__ = [
     "cam",
     "cam_faithfulness",
     "check_weights",
+    "count_flops",
     "load_image_folder",
+    "load_images",
     "overlay",
     "plot_cam",
     "__version__",

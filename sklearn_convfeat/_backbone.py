@@ -8,6 +8,7 @@ instead of rebuilding 14.7 million parameters each time.
 import threading
 from numbers import Integral
 
+from ._compat import Interval, StrOptions, validate_params
 from ._lru import LRUCache
 from ._weights import build_vgg16_base, content_sha256
 
@@ -57,22 +58,52 @@ def feature_map_shape(layer, image_size):
     """(height, width, channels) of the output of ``layer`` for ``image_size`` inputs."""
     height, width = image_size
     channels = 3
-    for name, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
+    for _, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
         if kind == "pool":
             height, width = height // 2, width // 2
         channels = filters
     return height, width, channels
 
 
-def count_flops(layer, image_size):
-    """Multiply-adds × 2 of the base up to ``layer`` for one image (3×3 'same' convs).
+@validate_params(
+    {
+        "layer": [StrOptions(set(VGG16_LAYERS)), Interval(Integral, 1, N_BLOCKS, closed="both")],
+        "image_size": [tuple, list, Interval(Integral, 1, None, closed="left")],
+    },
+    prefer_skip_nested_validation=True,
+)
+def count_flops(layer="block5_pool", image_size=(150, 150)):
+    """Floating-point operations of the VGG16 base up to ``layer`` for one image.
 
-    Pooling and bias/ReLU are left out: they are < 0.1 % of the work.
+    Multiply-adds × 2 of its 3×3 'same' convolutions; pooling, bias and ReLU are left
+    out (< 0.1 % of the work). This is the arithmetic an exact forward pass cannot
+    avoid, so ``count_flops / (the machine's FLOP/s)`` bounds its images per second.
+
+    Parameters
+    ----------
+    layer : str or int, default="block5_pool"
+        A VGG16 layer name, or a block number 1-5 meaning ``"block{N}_pool"``.
+    image_size : (int, int) or int, default=(150, 150)
+        (height, width) of the input.
+
+    Returns
+    -------
+    flops : int
+
+    Examples
+    --------
+    >>> from sklearn_convfeat import count_flops
+    >>> round(count_flops(5, (150, 150)) / 1e9, 2)  # GFLOP per 150x150 image
+    13.23
+    >>> count_flops("block1_conv1", 10)
+    34560
     """
+    if isinstance(image_size, Integral):
+        image_size = (image_size, image_size)
     height, width = image_size
     channels = 3
     flops = 0
-    for name, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
+    for _, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
         if kind == "pool":
             height, width = height // 2, width // 2
         else:

@@ -99,6 +99,44 @@ def load_image_folder(directory, *, extensions=IMAGE_EXTENSIONS):
     return np.asarray(paths, dtype=object), np.asarray(labels), class_names
 
 
+def load_images(paths, *, image_size):
+    """Decode image files into one array, as the estimators of this package see them.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Image files (JPEG, PNG, BMP, GIF, WebP).
+    image_size : (int, int) or int
+        (height, width) every image is resized to (bilinear, antialiased).
+
+    Returns
+    -------
+    images : ndarray of shape (n_images, height, width, 3), dtype float32
+        RGB pixel values in [0, 255].
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from PIL import Image
+    >>> from sklearn_convfeat import load_images
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "grey.png"
+    >>> Image.new("L", (40, 30), color=128).save(path)
+    >>> images = load_images([path], image_size=(15, 20))
+    >>> images.shape, images.dtype, float(images.max())
+    ((1, 15, 20, 3), dtype('float32'), 128.0)
+    """
+    if isinstance(image_size, (int, np.integer)):
+        image_size = (int(image_size), int(image_size))
+    images = check_images(paths, input_name="paths")
+    if not isinstance(images, ImageFiles):
+        raise TypeError(
+            "`paths` must be a sequence of image file paths. Got an array of pixels: "
+            "it needs no decoding."
+        )
+    images.check_exist()
+    return images.take(np.arange(len(images)), tuple(image_size))
+
+
 def check_images(X, *, input_name="X"):
     """Validate ``X`` as images and return an :class:`ImageArray` or :class:`ImageFiles`.
 

@@ -1,6 +1,6 @@
 """The Keras layers FineTuner's network puts before the base: augmentation, preprocessing."""
 
-from functools import lru_cache
+from functools import cache
 from numbers import Real
 
 # The book's ImageDataGenerator settings (§5.2.5), by their Keras 2 names.
@@ -70,7 +70,7 @@ def augmentation_layers(settings, seed):
     return keras.Sequential(steps, name="augmentation")
 
 
-@lru_cache(maxsize=None)
+@cache
 def preprocessing_layer_class():
     """The VGG16 input scaling as a serialisable layer (registered on first use)."""
     import keras

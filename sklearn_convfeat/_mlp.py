@@ -8,15 +8,14 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._compat import Interval, StrOptions, fit_context, validate_data
-
 from ._keras_state import KerasModelState
 from ._training import (
-    early_stopping_callback,
     OPTIMIZERS,
     check_two_classes,
     class_weight_vector,
     compile_for_training,
     draw_seeds,
+    early_stopping_callback,
     head_layers,
     hold_out_rows,
     make_optimizer,

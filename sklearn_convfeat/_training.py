@@ -7,7 +7,7 @@ drawn from the estimator's ``random_state``.
 
 import math
 import threading
-from functools import lru_cache
+from functools import cache
 from numbers import Real
 
 import numpy as np
@@ -189,7 +189,7 @@ def ordered_batches(inputs, targets, *, batch_size):
     return _ordered_batches_class()(inputs, targets, batch_size)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _ordered_batches_class():
     import keras
 
@@ -210,7 +210,7 @@ def _ordered_batches_class():
     return OrderedBatches
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shuffled_batches_class():
     # Defined on first use so that importing the package does not import Keras.
     import keras

@@ -3,9 +3,8 @@
 import os
 from numbers import Integral
 
-from sklearn.utils._param_validation import Interval, StrOptions
-
-from ._backbone import VGG16_LAYERS, N_BLOCKS, min_image_size, resolve_layer
+from ._backbone import N_BLOCKS, VGG16_LAYERS, min_image_size, resolve_layer
+from ._compat import Interval, StrOptions
 
 BASE_PARAMETER_CONSTRAINTS = {
     "weights": [StrOptions({"imagenet"}), None, str, os.PathLike],

@@ -5,7 +5,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 from pathlib import Path
 
 import keras  # noqa: F401  imported once up front: it raises the recursion limit
-
 import numpy as np
 import pytest
 from PIL import Image

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import make_image_folder
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -13,11 +13,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
-from sklearn_convfeat import ConvFeatureExtractor, load_image_folder
-from sklearn_convfeat import _cache, _backbone, _extractor
+from sklearn_convfeat import (
+    ConvFeatureExtractor,
+    _backbone,
+    _cache,
+    load_image_folder,
+)
 from sklearn_convfeat._images import UnreadableImageWarning
-
-from conftest import make_image_folder
 
 SMALL = dict(weights=None, image_size=(32, 32), random_state=0, batch_size=4)
 

@@ -1,14 +1,15 @@
 """scikit-learn's estimator checks for every estimator of the package.
 
-KerasMLPClassifier takes 2-D features and passes every check. ConvFeatureExtractor takes
-images, (n_images, height, width[, channels]) arrays or file paths, never a 2-D table;
-the checks below feed it 2-D tables, so they cannot apply. Each is listed with its
-reason and, where the property still matters for images, the test that covers it.
+KerasMLPClassifier takes 2-D features and passes every check. ConvFeatureExtractor and
+FineTuner take images, (n_images, height, width[, channels]) arrays or file paths,
+never a 2-D table; the checks below feed them 2-D tables, so they cannot apply. Each is
+listed with its reason and, where the property still matters for images, the test
+that covers it.
 """
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_convfeat import ConvFeatureExtractor, KerasMLPClassifier
+from sklearn_convfeat import ConvFeatureExtractor, FineTuner, KerasMLPClassifier
 
 TABLE = "feeds a 2-D table (n_samples, n_features), which is not a batch of images; the extractor rejects it with a ValueError naming the shapes it takes"
 
@@ -43,9 +44,50 @@ EXTRACTOR_CHECKS_ON_TABLES = {
 }
 
 
+FT = "test_finetune.py::"
+FINETUNER_CHECKS_ON_TABLES = {
+    "check_class_weight_classifiers": f"{TABLE} (on images: {FT}test_multiclass_string_labels_and_class_weight)",
+    "check_classifier_data_not_an_array": TABLE,
+    "check_classifiers_classes": f"{TABLE} (string and multi-class labels on images: {FT}test_multiclass_string_labels_and_class_weight)",
+    "check_classifiers_one_label": f"{TABLE}, before it sees the single class (on images: {FT}test_a_single_class_is_rejected)",
+    "check_classifiers_regression_target": f"{TABLE}, before it sees the continuous target (y goes through check_classification_targets, as in KerasMLPClassifier)",
+    "check_classifiers_train": f"{TABLE} (learning on images: {FT}test_fitted_attributes_and_outputs)",
+    "check_classifiers_train(readonly_memmap=True)": TABLE,
+    "check_classifiers_train(readonly_memmap=True,X_dtype=float32)": TABLE,
+    "check_decision_proba_consistency": TABLE,
+    "check_dict_unchanged": TABLE,
+    "check_dont_overwrite_parameters": TABLE,
+    "check_dtype_object": TABLE,
+    "check_estimators_dtypes": TABLE,
+    "check_estimators_fit_returns_self": TABLE,
+    "check_estimators_nan_inf": f"{TABLE}, before it adds NaN/inf (on images: {FT}test_bad_images_and_lengths)",
+    "check_estimators_overwrite_params": TABLE,
+    "check_estimators_pickle": f"{TABLE} (on images: {FT}test_round_trip_gives_identical_predictions)",
+    "check_estimators_pickle(readonly_memmap=True)": TABLE,
+    "check_f_contiguous_array_estimator": TABLE,
+    "check_fit2d_1feature": TABLE,
+    "check_fit2d_1sample": TABLE,
+    "check_fit2d_predict1d": TABLE,
+    "check_fit_check_is_fitted": TABLE,
+    "check_fit_idempotent": f"{TABLE} (seeded fits on images: {FT}test_same_seed_same_predictions_other_seed_other)",
+    "check_fit_score_takes_y": TABLE,
+    "check_methods_sample_order_invariance": TABLE,
+    "check_methods_subset_invariance": TABLE,
+    "check_n_features_in": "n_features_in_ is not defined: images of any size are resized, and paths have no feature count",
+    "check_n_features_in_after_fitting": "n_features_in_ is not defined: images of any size are resized, and paths have no feature count",
+    "check_pipeline_consistency": f"{TABLE} (Pipelines on images: {FT}test_inside_a_pipeline)",
+    "check_positive_only_tag_during_fit": TABLE,
+    "check_readonly_memmap_input": TABLE,
+    "check_requires_y_none": f"{TABLE}, before it sees y=None",
+    "check_supervised_y_2d": TABLE,
+}
+
+
 def expected_failed_checks(estimator):
     if isinstance(estimator, ConvFeatureExtractor):
         return EXTRACTOR_CHECKS_ON_TABLES
+    if isinstance(estimator, FineTuner):
+        return FINETUNER_CHECKS_ON_TABLES
     return {}
 
 
@@ -58,8 +100,19 @@ FAST_MLP = KerasMLPClassifier(
 )
 
 
+# Random weights, 32x32 images, one epoch a phase: the checks that do run stay fast.
+TINY_FINETUNER = FineTuner(
+    weights=None, image_size=(32, 32), head_epochs=1, fine_tune_epochs=1, batch_size=16,
+    random_state=0,
+)
+
+
 @parametrize_with_checks(
-    [ConvFeatureExtractor(weights=None, image_size=(32, 32), random_state=0), FAST_MLP],
+    [
+        ConvFeatureExtractor(weights=None, image_size=(32, 32), random_state=0),
+        FAST_MLP,
+        TINY_FINETUNER,
+    ],
     expected_failed_checks=expected_failed_checks,
 )
 def test_sklearn_compatible(estimator, check):
