@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._cam import cam, cam_faithfulness, overlay, plot_cam
+from ._cam import CamDisplay, cam, cam_faithfulness, cam_metrics, overlay, plot_cam
 from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
 from ._images import load_image_folder
@@ -14,13 +14,15 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "CamDisplay",
     "ConvFeatureExtractor",
     "FineTuner",
     "KerasMLPClassifier",
+    "__version__",
     "cam",
     "cam_faithfulness",
+    "cam_metrics",
     "load_image_folder",
     "overlay",
     "plot_cam",
-    "__version__",
 ]

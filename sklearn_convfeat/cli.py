@@ -23,6 +23,7 @@ import os
 import sys
 import time
 
+from ._cam import METHODS as CAM_METHODS
 from ._images import IMAGE_EXTENSIONS
 
 WEIGHTS_HELP = (
@@ -334,7 +335,7 @@ def _add_cam(commands):
         help="convolutional layer to explain (default: the last one before the cut)",
     )
     command.add_argument(
-        "--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam"
+        "--method", choices=list(CAM_METHODS), default="gradcam"
     )
     command.add_argument(
         "--alpha", type=float, default=0.4, help="heatmap opacity (default: 0.4)"
@@ -737,7 +738,7 @@ def output_paths(pattern, images):
 def explain(args, out=None):
     from PIL import Image
 
-    from ._cam import _check_X, _explain, _make_explainer, _resolve_targets, overlay
+    from ._cam import CamDisplay, overlay
 
     missing = [image for image in args.images if not os.path.isfile(image)]
     if missing:
@@ -746,21 +747,19 @@ def explain(args, out=None):
         )
     model = load_model(args.model)
     outputs = output_paths(args.output, args.images)
-    layer = parse_choice(args.layer, None)
-    explainer = _make_explainer(model, layer)
-    images, _ = _check_X(list(args.images), explainer)
-    targets = _resolve_targets(
-        explainer, parse_choice(args.target, explainer.classes.tolist()), len(images)
+    classes = getattr(model, "classes_", None)
+    target = parse_choice(args.target, None if classes is None else list(classes))
+    display = CamDisplay.from_estimator(
+        model, list(args.images), target="predicted" if target is None else target,
+        layer=parse_choice(args.layer, None), method=args.method, plot=False,
     )
-    heatmaps, used, proba = _explain(explainer, images, targets, args.method, 64, 32)
-    for image, heatmap, index, row, path in zip(
-        args.images, heatmaps, used, proba, outputs
+    for image, heatmap, label, probability, path in zip(
+        args.images, display.heatmaps, display.labels.tolist(), display.probabilities, outputs
     ):
         blended = overlay(image, heatmap, alpha=args.alpha, colormap=args.colormap)
         Image.fromarray(blended).save(path)
-        label = explainer.classes.tolist()[index]
         print(
-            f"{image}: class {label!r} (p={row[index]:.2f}) -> {path}",
+            f"{image}: class {label!r} (p={probability:.2f}) -> {path}",
             file=out or sys.stdout,
         )
 
