@@ -42,12 +42,13 @@ def _check_percentiles(percentiles):
         "baseline": [StrOptions({"mean", "zero"})],
         "random_state": ["random_state"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "random_baseline": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
 def cam_metrics(model, X, heatmaps, *, target="predicted", metrics=METRICS, steps=20,
                 percentiles=(10, 30, 50, 70, 90), baseline="mean", random_state=None,
-                batch_size=32):
+                batch_size=32, random_baseline=True):
     """Faithfulness metrics of heatmaps, each next to a random saliency map's.
 
     Every metric changes the image where the heatmap (or a random map, iid uniform
@@ -86,6 +87,9 @@ def cam_metrics(model, X, heatmaps, *, target="predicted", metrics=METRICS, step
         Draws the random maps, the ties and ROAD's noise.
     batch_size : int, default=32
         Images per forward pass.
+    random_baseline : bool, default=True
+        Also measure the random maps (half the cost). False leaves the ``random``
+        entries NaN: for comparing several methods against one random baseline.
 
     Returns
     -------
@@ -141,11 +145,15 @@ def cam_metrics(model, X, heatmaps, *, target="predicted", metrics=METRICS, step
         context = Bunch(adapter=adapter, x=x, target=used[i], p=proba[used[i]], rng=rng,
                         batch_size=batch_size)
         for name in metrics:
-            per_image[name].append([
-                _MEASURES[name](context, heat, steps=steps, percentiles=percentiles,
-                                baseline=baseline)
-                for heat in (salient, random)
-            ])
+            measured = [_MEASURES[name](context, heat, steps=steps,
+                                        percentiles=percentiles, baseline=baseline)
+                        for heat in ((salient, random) if random_baseline else (salient,))]
+            if not random_baseline:  # the same shapes, NaN
+                measured.append(tuple(np.full(np.shape(part), np.nan)
+                                      for part in np.broadcast_arrays(*measured[0]))
+                                if isinstance(measured[0], tuple)
+                                else np.full(np.shape(measured[0]), np.nan))
+            per_image[name].append(measured)
     result = Bunch(targets=used)
     for name in metrics:
         result[name] = _SUMMARIES[name](per_image[name], steps, percentiles)
