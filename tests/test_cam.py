@@ -517,7 +517,7 @@ def test_unknown_method_and_bad_numbers(finetuner):
                        r"int in the range \[1, inf\)\. Got 0 instead"):
         cam(finetuner, random_images(1), batch_size=0)
     with pytest.raises(ValueError, match=r"The 'noise' parameter of cam must be a float "
-                       r"in the range \(0, inf\)\. Got -1"):
+                       r"in the range \(0\.0, inf\)\. Got -1"):
         cam(finetuner, random_images(1), n_samples=2, noise=-1.0)
 
 
