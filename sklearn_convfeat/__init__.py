@@ -3,12 +3,16 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from ._backbone import count_flops
-from ._cam import cam, cam_faithfulness, overlay, plot_cam
+from ._cam import METHODS as _CAM_METHODS
+from ._cam import CamDisplay, cam, cam_faithfulness, cam_metrics, overlay, plot_cam
 from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
 from ._images import IMAGE_EXTENSIONS, load_image_folder, load_images
 from ._mlp import KerasMLPClassifier
 from ._weights import check_weights
+
+#: The ``method`` names :func:`cam` takes.
+CAM_METHODS = tuple(_CAM_METHODS)
 
 try:
     __version__ = version("sklearn-convfeat")
@@ -16,17 +20,20 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "CAM_METHODS",
     "IMAGE_EXTENSIONS",
+    "CamDisplay",
     "ConvFeatureExtractor",
     "FineTuner",
     "KerasMLPClassifier",
+    "__version__",
     "cam",
     "cam_faithfulness",
+    "cam_metrics",
     "check_weights",
     "count_flops",
     "load_image_folder",
     "load_images",
     "overlay",
     "plot_cam",
-    "__version__",
 ]

@@ -5,6 +5,7 @@ own estimators declare and check their parameters; keeping the imports here mean
 scikit-learn release that moves them is fixed in one file.
 """
 
+import numpy as np
 from sklearn.base import _fit_context as fit_context
 from sklearn.utils._param_validation import (
     HasMethods,
@@ -15,12 +16,16 @@ from sklearn.utils._param_validation import (
 )
 from sklearn.utils.validation import validate_data
 
+# numpy 2.0 renamed trapz; TensorFlow 2.16, our oldest, needs numpy < 2.
+trapezoid = getattr(np, "trapezoid", None) or np.trapz
+
 __all__ = [
     "HasMethods",
     "Interval",
     "Options",
     "StrOptions",
     "fit_context",
+    "trapezoid",
     "validate_data",
     "validate_params",
 ]

@@ -13,13 +13,22 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from sklearn_convfeat import ConvFeatureExtractor, FineTuner, KerasMLPClassifier
-from sklearn_convfeat import _cam
-from sklearn_convfeat._backbone import get_base
-from sklearn_convfeat._cam import cam, cam_faithfulness, overlay, plot_cam
+from sklearn_convfeat import (
+    ConvFeatureExtractor,
+    FineTuner,
+    KerasMLPClassifier,
+    cam,
+    cam_faithfulness,
+    overlay,
+    plot_cam,
+)
+from sklearn_convfeat._cam import METHODS as ALL_METHODS
+from sklearn_convfeat._cam._adapters import ModelAdapter, make_adapter
+from sklearn_convfeat._cam._compiled import tracing_counts
+from sklearn_convfeat._extractor import tensorflow_runner
 from sklearn_convfeat.cli import main
 
-METHODS = ["gradcam", "gradcam++", "scorecam"]
+METHODS = list(ALL_METHODS)
 KINDS = ["finetuner", "linear_pipeline", "mlp_pipeline", "keras_model"]
 
 
@@ -208,6 +217,24 @@ def test_heatmap_peaks_on_the_pattern_the_convnet_learned(pattern_task, method):
     assert share_of_peaks_top_left(heatmaps) >= 0.8
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_heatmap_points_at_the_planted_square(pattern_task, method):
+    """Pointing game: a hit when the peak lies on the square (2 px margin, less than
+    one cell of the 16x16 map)."""
+    model, _, _, _ = pattern_task
+    X_test, y_test = pattern_images(20, seed=1)
+    positives = X_test[y_test == 1]
+    squares = (positives == 255).all(axis=-1)
+    heatmaps = cam(model, positives, target=1, method=method, max_channels=None)
+    hits = []
+    for heat, square in zip(heatmaps, squares):
+        row, col = np.unravel_index(np.argmax(heat), heat.shape)
+        rows, cols = np.nonzero(square)
+        hits.append(rows.min() - 2 <= row <= rows.max() + 2
+                    and cols.min() - 2 <= col <= cols.max() + 2)
+    assert np.mean(hits) >= 0.8
+
+
 @pytest.mark.parametrize("layer", [None, "block2_pool"])
 def test_heatmap_peaks_on_the_pattern_with_a_linear_pipeline(pattern_task, layer):
     _, X, y, positives = pattern_task
@@ -350,7 +377,7 @@ def pool(maps, pooling):
 @pytest.mark.parametrize("pooling, n_classes", [("flatten", 2), ("avg", 3), ("max", 2)])
 def test_linear_gradient_matches_finite_differences(pooling, n_classes):
     pipe, images = linear_case(pooling, n_classes)
-    explainer = _cam._make_explainer(pipe, "block3_pool")
+    explainer = make_adapter(pipe, "block3_pool")
     assert explainer.analytic
     targets = np.array([0, n_classes - 1])
     maps, grads, _, _ = explainer.gradients(images, targets)
@@ -379,12 +406,11 @@ def test_linear_gradient_matches_finite_differences(pooling, n_classes):
 @pytest.mark.parametrize("pooling", ["flatten", "avg", "max"])
 def test_exact_linear_gradient_equals_backpropagation(pooling):
     pipe, images = linear_case(pooling, 2)
-    exact = _cam._make_explainer(pipe, "block3_pool")
-    backprop = _cam._make_explainer(pipe, "block3_pool")
-    backprop.analytic = False
+    exact = make_adapter(pipe, "block3_pool")
     targets = np.array([1, 0])
     maps, grads, logits, _ = exact.gradients(images, targets)
-    tf_maps, tf_grads, tf_logits, _ = backprop.gradients(images, targets)
+    # The base class's gradients: backpropagation through TensorFlow.
+    tf_maps, tf_grads, tf_logits, _ = ModelAdapter.gradients(exact, images, targets)
     np.testing.assert_allclose(maps, tf_maps, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(logits, tf_logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(grads, tf_grads, rtol=1e-4, atol=1e-8)
@@ -394,9 +420,7 @@ def test_exact_linear_gradient_equals_backpropagation(pooling):
 
 
 def compiled_state(owner):
-    functions = _cam._COMPILED[owner]
-    return {key: function.experimental_get_tracing_count()
-            for key, function in functions.items()}
+    return tracing_counts(owner)
 
 
 @pytest.mark.parametrize("kind", ["finetuner", "linear_pipeline", "keras_model"])
@@ -404,7 +428,7 @@ def test_repeated_calls_trace_nothing_new(kind, request):
     model = request.getfixturevalue(kind)
     owner = {
         "finetuner": lambda: model.model_,
-        "linear_pipeline": lambda: get_base(model[0]._weights_source).model,
+        "linear_pipeline": lambda: tensorflow_runner(model[0]).model,
         "keras_model": lambda: model,
     }[kind]()
     images = random_images(5)
@@ -450,8 +474,8 @@ def test_layer_after_the_extractors_cut(mlp_pipeline):
 
 
 def test_default_layer_is_the_last_conv_layer_before_the_cut(mlp_pipeline, finetuner):
-    assert _cam._make_explainer(mlp_pipeline, None).layer == "block4_conv3"
-    assert _cam._make_explainer(finetuner, None).layer == "block5_conv3"
+    assert make_adapter(mlp_pipeline, None).layer == "block4_conv3"
+    assert make_adapter(finetuner, None).layer == "block5_conv3"
     np.testing.assert_allclose(cam(finetuner, random_images(1), layer="block5_conv3"),
                                cam(finetuner, random_images(1)))
 
@@ -483,13 +507,18 @@ def test_images_of_the_wrong_rank(finetuner, shape):
 
 
 def test_unknown_method_and_bad_numbers(finetuner):
-    with pytest.raises(ValueError, match=r"`method` must be one of 'gradcam', "
-                       r"'gradcam\+\+', 'scorecam'\. Got 'gradcamm'"):
+    with pytest.raises(ValueError, match=r"The 'method' parameter of cam must be a str "
+                       r"among .*'hirescam'.* Got 'gradcamm' instead"):
         cam(finetuner, random_images(1), method="gradcamm")
-    with pytest.raises(ValueError, match=r"`max_channels` must be an int >= 1 or None"):
+    with pytest.raises(ValueError, match=r"The 'max_channels' parameter of cam must be "
+                       r"an int in the range \[1, inf\) or None\. Got 0 instead"):
         cam(finetuner, random_images(1), method="scorecam", max_channels=0)
-    with pytest.raises(ValueError, match=r"`batch_size` must be an int >= 1\. Got 0"):
+    with pytest.raises(ValueError, match=r"The 'batch_size' parameter of cam must be an "
+                       r"int in the range \[1, inf\)\. Got 0 instead"):
         cam(finetuner, random_images(1), batch_size=0)
+    with pytest.raises(ValueError, match=r"The 'noise' parameter of cam must be a float "
+                       r"in the range \(0\.0, inf\)\. Got -1"):
+        cam(finetuner, random_images(1), n_samples=2, noise=-1.0)
 
 
 def test_unsupported_models(linear_pipeline):
@@ -524,7 +553,8 @@ def test_faithfulness_arguments(linear_pipeline):
     images = random_images(2)
     with pytest.raises(ValueError, match=r"X has 2 images, heatmaps has 1"):
         cam_faithfulness(linear_pipeline, images, np.zeros((1, 40, 36)))
-    with pytest.raises(ValueError, match=r"`baseline` must be 'mean' .* Got 'blur'"):
+    with pytest.raises(ValueError, match=r"The 'baseline' parameter of cam_faithfulness "
+                       r"must be a str among .* Got 'blur' instead"):
         cam_faithfulness(linear_pipeline, images, np.zeros((2, 40, 36)), baseline="blur")
 
 
@@ -577,7 +607,8 @@ def test_builtin_jet_is_matplotlibs_jet():
 
 def test_overlay_errors():
     image = random_images(1)[0]
-    with pytest.raises(ValueError, match=r"`alpha` must be a number in \[0, 1\].* Got 1.5"):
+    with pytest.raises(ValueError, match=r"The 'alpha' parameter of overlay must be a "
+                       r"float in the range \[0\.0, 1\.0\]\. Got 1\.5 instead"):
         overlay(image, np.ones((2, 2)), alpha=1.5)
     with pytest.raises(ValueError, match=r"`heatmap` must be one heatmap of shape "
                        r"\(height, width\)\. Got shape \(2, 4, 4\)"):

@@ -4,12 +4,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import make_image_folder
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from conftest import make_image_folder
 from sklearn_convfeat import load_image_folder
 from sklearn_convfeat._images import (
     ImageArray,
@@ -20,7 +20,6 @@ from sklearn_convfeat._images import (
     resize,
     to_rgb,
 )
-
 
 # --- load_image_folder -------------------------------------------------------------
 

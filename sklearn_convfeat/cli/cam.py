@@ -3,6 +3,7 @@
 import os
 import sys
 
+from .. import CAM_METHODS
 from ._options import CommandError, add_command, parse_choice
 
 
@@ -45,7 +46,7 @@ def add_parser(commands):
         help="convolutional layer to explain (default: the last one before the cut)",
     )
     command.add_argument(
-        "--method", choices=["gradcam", "gradcam++", "scorecam"], default="gradcam"
+        "--method", choices=CAM_METHODS, default="gradcam"
     )
     command.add_argument(
         "--alpha", type=float, default=0.4, help="heatmap opacity (default: 0.4)"
@@ -91,7 +92,7 @@ def output_paths(pattern, images):
 def run(args, out=None):
     from PIL import Image
 
-    from .._cam import _check_X, _explain, _make_explainer, _resolve_targets, overlay
+    from .. import CamDisplay, overlay
 
     missing = [image for image in args.images if not os.path.isfile(image)]
     if missing:
@@ -100,20 +101,18 @@ def run(args, out=None):
         )
     model = load_model(args.model)
     outputs = output_paths(args.output, args.images)
-    layer = parse_choice(args.layer, None)
-    explainer = _make_explainer(model, layer)
-    images, _ = _check_X(list(args.images), explainer)
-    targets = _resolve_targets(
-        explainer, parse_choice(args.target, explainer.classes.tolist()), len(images)
+    classes = getattr(model, "classes_", None)
+    target = parse_choice(args.target, None if classes is None else list(classes))
+    display = CamDisplay.from_estimator(
+        model, list(args.images), target="predicted" if target is None else target,
+        layer=parse_choice(args.layer, None), method=args.method, plot=False,
     )
-    heatmaps, used, proba = _explain(explainer, images, targets, args.method, 64, 32)
-    for image, heatmap, index, row, path in zip(
-        args.images, heatmaps, used, proba, outputs
+    for image, heatmap, label, probability, path in zip(
+        args.images, display.heatmaps, display.labels.tolist(), display.probabilities, outputs
     ):
         blended = overlay(image, heatmap, alpha=args.alpha, colormap=args.colormap)
         Image.fromarray(blended).save(path)
-        label = explainer.classes.tolist()[index]
         print(
-            f"{image}: class {label!r} (p={row[index]:.2f}) -> {path}",
+            f"{image}: class {label!r} (p={probability:.2f}) -> {path}",
             file=out or sys.stdout,
         )
