@@ -1,12 +1,9 @@
 """FineTuner: the book's two-phase fine-tuning of VGG16 as a scikit-learn classifier.
 
 Phase 1 trains the dense head on the frozen base; phase 2 unfreezes the top
-``unfreeze`` blocks and trains them with the head at a very low learning rate.
-
-Without augmentation the frozen lower blocks see the same images every epoch, so their
-output is computed once (the frozen-prefix cache) and only the unfrozen top and the head
-are trained on it: the same computation as end-to-end training, without repeating the
-frozen forward pass every epoch.
+``unfreeze`` blocks and trains them with the head at a very low learning rate. How each
+phase runs (end to end, or on the cached output of the frozen prefix) is in
+``_finetune_phases``.
 """
 
 from numbers import Integral, Real
@@ -367,11 +364,12 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of images or sequence of str
-            Images or image file paths.
+            As for :meth:`predict`.
 
         Returns
         -------
         scores : ndarray of shape (n_images,) or (n_images, n_classes)
+            From :meth:`predict_proba`, clipped at 1e-12 before the logarithm.
         """
         proba = np.clip(self.predict_proba(X), 1e-12, 1.0)
         if proba.shape[1] == 2:

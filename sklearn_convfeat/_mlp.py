@@ -317,12 +317,12 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Features; cast to float32.
+            As for :meth:`predict_proba`.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
-            Labels from ``classes_``.
+            The label of ``classes_`` with the highest probability.
         """
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
         return self.classes_[np.argmax(proba, axis=1)]

@@ -297,16 +297,15 @@ def cam_faithfulness(model, X, heatmaps, *, target="predicted", steps=20, baseli
     --------
     >>> import numpy as np
     >>> from sklearn.linear_model import LogisticRegression
-    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.pipeline import Pipeline
     >>> from sklearn_convfeat import ConvFeatureExtractor, cam, cam_faithfulness
-    >>> rng = np.random.default_rng(0)
-    >>> X = rng.integers(0, 256, size=(6, 32, 32, 3), dtype=np.uint8)
-    >>> pipe = make_pipeline(
-    ...     ConvFeatureExtractor(weights=None, image_size=32, random_state=0),
-    ...     LogisticRegression(),
-    ... ).fit(X, [0, 1] * 3)
-    >>> scores = cam_faithfulness(pipe, X[:2], cam(pipe, X[:2]), steps=4,
-    ...                           random_state=0)
+    >>> X = np.full((4, 32, 32, 3), 200, dtype=np.uint8)
+    >>> X[::2, 8:24, 8:24] = 20  # class 0: a dark square in the middle
+    >>> extractor = ConvFeatureExtractor(weights=None, image_size=32, random_state=0)
+    >>> pipe = Pipeline([("feat", extractor), ("clf", LogisticRegression())])
+    >>> pipe = pipe.fit(X, [0, 1, 0, 1])
+    >>> heatmaps = cam(pipe, X[:2])
+    >>> scores = cam_faithfulness(pipe, X[:2], heatmaps, steps=4, random_state=0)
     >>> scores.auc.shape, scores.curves.shape
     ((2,), (2, 5))
     """

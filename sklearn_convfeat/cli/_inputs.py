@@ -3,7 +3,7 @@
 import os
 
 from .. import IMAGE_EXTENSIONS, load_image_folder
-from ._options import CommandError
+from ._options import CommandError, check_output, check_weights
 
 
 def _is_image(name):
@@ -104,3 +104,17 @@ def load_splits(data_dir):
             )
         splits[split] = (paths, np.asarray(class_names, dtype=object)[y])
     return splits
+
+
+def training_inputs(args, say):
+    """What a command that trains checks first: ``--save``, ``--weights``, DATA_DIR.
+
+    Returns ``(weights, train paths, train labels, other splits)``.
+    """
+    if args.save:
+        check_output(args.save, "--save")
+    weights = check_weights(args.weights)
+    splits = load_splits(args.data_dir)
+    paths, labels = splits.pop("train")
+    say(f"train: {len(paths)} images, classes {sorted(set(labels))}")
+    return weights, paths, labels, splits

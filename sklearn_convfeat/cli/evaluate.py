@@ -2,7 +2,7 @@
 
 import time
 
-from ._inputs import load_splits
+from ._inputs import training_inputs
 from ._options import (
     add_batch_size,
     add_command,
@@ -11,8 +11,6 @@ from ._options import (
     add_quiet,
     add_save,
     add_weights,
-    check_output,
-    check_weights,
     extractor_from_args,
     printer,
 )
@@ -56,11 +54,8 @@ def run(args, out=None):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    if args.save:
-        check_output(args.save, "--save")
-    weights = check_weights(args.weights)
-    splits = load_splits(args.data_dir)
-
+    say = printer(out)
+    weights, paths, labels, splits = training_inputs(args, say)
     verbose = 0 if args.quiet else 1
     extractor = extractor_from_args(args, weights)
     if args.classifier == "mlp":
@@ -69,10 +64,6 @@ def run(args, out=None):
         classifier = KerasMLPClassifier(verbose=2 if verbose else 0, random_state=0)
     else:
         classifier = LogisticRegression(max_iter=1000)
-
-    say = printer(out)
-    paths, labels = splits.pop("train")
-    say(f"train: {len(paths)} images, classes {sorted(set(labels))}")
     say(f"extractor: {extractor}")
 
     rows = []

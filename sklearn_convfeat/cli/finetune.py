@@ -3,7 +3,7 @@
 import argparse
 import time
 
-from ._inputs import load_splits
+from ._inputs import training_inputs
 from ._options import (
     add_batch_size,
     add_command,
@@ -11,8 +11,6 @@ from ._options import (
     add_quiet,
     add_save,
     add_weights,
-    check_output,
-    check_weights,
     printer,
 )
 from ._report import accuracy_table
@@ -45,29 +43,17 @@ def add_parser(commands):
         help="blocks trained in phase 2, from the top: 1 is block5, 0 skips phase 2 "
         "(default: 1)",
     )
-    command.add_argument(
-        "--head-epochs", type=int, default=30, help="epochs of phase 1 (default: 30)"
-    )
-    command.add_argument(
-        "--fine-tune-epochs",
-        type=int,
-        default=100,
-        help="epochs of phase 2 (default: 100, the book's)",
-    )
-    command.add_argument(
-        "--head-learning-rate",
-        type=float,
-        default=2e-5,
-        metavar="LR",
-        help="RMSprop learning rate of phase 1 (default: 2e-5)",
-    )
-    command.add_argument(
-        "--fine-tune-learning-rate",
-        type=float,
-        default=1e-5,
-        metavar="LR",
-        help="RMSprop learning rate of phase 2 (default: 1e-5)",
-    )
+    for flag, kind, default, metavar, help in (
+        ("--head-epochs", int, 30, None, "epochs of phase 1"),
+        ("--fine-tune-epochs", int, 100, None, "epochs of phase 2, the book's 100"),
+        ("--head-learning-rate", float, 2e-5, "LR", "RMSprop learning rate of phase 1"),
+        ("--fine-tune-learning-rate", float, 1e-5, "LR",
+         "RMSprop learning rate of phase 2"),
+    ):
+        command.add_argument(
+            flag, type=kind, default=default, metavar=metavar,
+            help=f"{help} (default: {default})",
+        )
     command.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -105,14 +91,10 @@ def add_parser(commands):
 def run(args, out=None):
     import joblib
 
-    if args.save:
-        check_output(args.save, "--save")
-    weights = check_weights(args.weights)
-    splits = load_splits(args.data_dir)
-
     from .. import FineTuner
 
     say = printer(out)
+    weights, paths, labels, splits = training_inputs(args, say)
     tuner = FineTuner(
         weights=weights,
         unfreeze=args.unfreeze,
@@ -130,8 +112,6 @@ def run(args, out=None):
         random_state=args.seed,
         verbose=0 if args.quiet else 1,
     )
-    paths, labels = splits.pop("train")
-    say(f"train: {len(paths)} images, classes {sorted(set(labels))}")
     say(f"fine-tuner: {tuner}")
     started = time.perf_counter()
     tuner.fit(paths, labels, validation_data=splits.get("validation"))
