@@ -96,7 +96,7 @@ def count_flops(layer="block5_pool", image_size=(150, 150)):
     >>> round(count_flops(5, (150, 150)) / 1e9, 2)  # GFLOP per 150x150 image
     13.23
     >>> count_flops("block1_conv1", 10)
-    34560
+    345600
     """
     if isinstance(image_size, Integral):
         image_size = (image_size, image_size)
