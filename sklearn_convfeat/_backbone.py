@@ -5,6 +5,7 @@ GridSearchCV, unpickled estimators and repeated ``transform`` calls share one mo
 instead of rebuilding 14.7 million parameters each time.
 """
 
+import os
 import threading
 from numbers import Integral
 
@@ -157,14 +158,28 @@ def check_keras_backend():
 
 
 def get_base(source):
-    """The (cached) VGG16 base for a :class:`~._weights.WeightsSource` and its sha256."""
+    """The (cached) VGG16 base for a :class:`~._weights.WeightsSource` and its sha256.
+
+    A weights file is cached under its path, size and modification time: a file
+    overwritten in place is read again, never served from the old copy.
+    """
     check_keras_backend()
 
     def build():
         model = build_vgg16_base(source)
         return _CachedBase(model, content_sha256(model))
 
-    return _BASES.get_or_build(source, build)
+    return _BASES.get_or_build((source, _file_signature(source.path)), build)
+
+
+def _file_signature(path):
+    if path is None:
+        return None
+    try:
+        status = os.stat(path)
+    except OSError:  # gone: let the build raise its clear error
+        return None
+    return status.st_size, status.st_mtime_ns
 
 
 def clear_cache():

@@ -10,18 +10,30 @@ out and is not part of the key.
 Layout on disk::
 
     <location>/sklearn_convfeat/<namespace>/namespace.json   what the namespace means
-    <location>/sklearn_convfeat/<namespace>/<layer>/<key[:2]>/<key>.npy
+    <location>/sklearn_convfeat/<namespace>/<layer>/<key[:2]>/<key>.map
 
 Every file is written to a temporary name in its final folder and renamed into place
 (``os.replace``, atomic on POSIX and Windows), so readers, concurrent writers in other
 processes and killed processes never see or leave a partial entry; an entry that does not
 load as the expected array counts as a miss and is rewritten.
+
+An entry is ``MAGIC``, a 32-byte BLAKE2b checksum of the rest, then the map as a ``.npy``
+payload. A checksum that does not match (a damaged or edited entry) is a miss, rewritten,
+with a :class:`CacheIntegrityWarning`. With ``SKLEARN_CONVFEAT_CACHE_KEY`` set to a secret
+shared by the processes that use the folder, the checksum is keyed: whoever can write to
+the folder but does not know the key cannot forge an entry that is served.
+
+A folder that cannot be written (read-only, or a file where a folder should be) does not
+fail ``transform``: entries already there are still read, nothing new is stored, and one
+:class:`CacheWriteWarning` names the folder.
 """
 
 import hashlib
+import io
 import json
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -31,7 +43,9 @@ from ._backbone import pool_array
 from ._files import write_atomic
 from ._images import progress_bar, readable_batches
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: entries carry a checksum
+MAGIC = b"SCFMAP2\n"
+KEY_ENV_VAR = "SKLEARN_CONVFEAT_CACHE_KEY"
 SUBFOLDER = "sklearn_convfeat"
 RAM_BUDGET_BYTES = 1 << 30  # per process, shared by every extractor
 
@@ -39,6 +53,14 @@ RAM_BUDGET_BYTES = 1 << 30  # per process, shared by every extractor
 # goes by them: a later, deeper request resumes from them. Lower ones are too large
 # (block2_pool is 2× block3_pool) for what they save (block1-2 are 32% of the FLOPs).
 WAYPOINT_LAYERS = ("block3_pool", "block4_pool", "block5_pool")
+
+
+class CacheIntegrityWarning(UserWarning):
+    """A feature-cache entry failed its checksum; it was recomputed and rewritten."""
+
+
+class CacheWriteWarning(UserWarning):
+    """The feature-cache folder cannot be written; features are computed uncached."""
 
 
 def namespace_key(**settings):
@@ -139,12 +161,46 @@ def resolve_location(memory):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ValueError(
-            f"`memory` must be a writable directory for the feature cache. Got "
-            f"{os.fspath(location)!r}: {exc}. Pass a folder you can write to, or "
-            "memory=None to cache nothing."
-        ) from exc
+        if folder.is_dir():  # read-only, filled by others: still worth reading
+            return folder
+        _warn_unwritable(location, exc)
+        return None
     return folder
+
+
+def _warn_unwritable(location, exc):
+    warnings.warn(
+        f"`memory` folder {os.fspath(location)!r} cannot be written ({exc}): features "
+        "are computed without storing them there. Pass a folder you can write to, or "
+        "memory=None.",
+        CacheWriteWarning,
+        stacklevel=4,
+    )
+
+
+def _checksum(payload):
+    secret = os.environ.get(KEY_ENV_VAR)
+    key = hashlib.sha256(secret.encode()).digest() if secret else b""
+    return hashlib.blake2b(payload, key=key, digest_size=32).digest()
+
+
+def encode_entry(maps):
+    """The bytes of a cache entry holding ``maps``."""
+    buffer = io.BytesIO()
+    np.save(buffer, maps, allow_pickle=False)
+    payload = buffer.getvalue()
+    return MAGIC + _checksum(payload) + payload
+
+
+def decode_entry(data):
+    """The array of an entry's bytes; ``ValueError`` when damaged or forged."""
+    header = len(MAGIC) + 32
+    if not data.startswith(MAGIC) or len(data) < header:
+        raise ValueError("not a feature-cache entry")
+    payload = data[header:]
+    if data[len(MAGIC) : header] != _checksum(payload):
+        raise ValueError("checksum mismatch")
+    return np.load(io.BytesIO(payload), allow_pickle=False)
 
 
 class FeatureStore:
@@ -153,14 +209,22 @@ class FeatureStore:
     def __init__(self, folder, namespace, settings):
         self.folder = None if folder is None else Path(folder) / namespace
         self.namespace = namespace
+        self.writable = self.folder is not None
         if self.folder is not None and not (self.folder / "namespace.json").is_file():
-            write_atomic(
-                self.folder / "namespace.json",
-                lambda file: file.write(json.dumps(settings, indent=1).encode()),
-            )
+            description = json.dumps(settings, indent=1).encode()
+            self._write(self.folder / "namespace.json", description)
 
     def _path(self, layer, key):
-        return self.folder / layer / key[:2] / f"{key}.npy"
+        return self.folder / layer / key[:2] / f"{key}.map"
+
+    def _write(self, path, data):
+        if not self.writable:
+            return
+        try:
+            write_atomic(path, lambda file: file.write(data))
+        except OSError as exc:  # nothing computed is lost: go on without storing
+            self.writable = False
+            _warn_unwritable(self.folder.parent.parent, exc)
 
     def get(self, layer, key, shape):
         """The (h, w, c) float32 map, or None when absent or unreadable."""
@@ -170,9 +234,19 @@ class FeatureStore:
             return maps
         path = self._path(layer, key)
         try:
-            maps = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            return None  # absent, or not a complete .npy: a miss, rewritten later
+            data = path.read_bytes()
+        except OSError:
+            return None  # absent: a miss
+        try:
+            maps = decode_entry(data)
+        except (ValueError, EOFError) as exc:
+            warnings.warn(
+                f"Feature-cache entry {str(path)!r} is damaged or was altered ({exc}): "
+                "it is recomputed and rewritten.",
+                CacheIntegrityWarning,
+                stacklevel=2,
+            )
+            return None
         if maps.shape != tuple(shape) or maps.dtype != np.float32:
             return None
         RAM_CACHE.put(ram_key, maps)
@@ -186,10 +260,8 @@ class FeatureStore:
     def put(self, layer, key, maps):
         maps = np.ascontiguousarray(maps, dtype=np.float32)
         RAM_CACHE.put((self.namespace, layer, key), maps)
-        if self.folder is not None:
-            write_atomic(
-                self._path(layer, key), lambda file: np.save(file, maps, allow_pickle=False)
-            )
+        if self.writable:
+            self._write(self._path(layer, key), encode_entry(maps))
 
 
 def cached_transform(

@@ -125,6 +125,13 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
 
     Notes
     -----
+    Features always come from the parameters the extractor was fitted with: after
+    ``set_params`` changes one they depend on (``weights``, ``layer``, ``pooling``,
+    ``image_size``, ``preprocessing``, ``backend``, ``quantize``, and
+    ``random_state`` with random weights), ``transform`` and
+    ``get_feature_names_out`` raise a ``ValueError`` asking for a new ``fit``.
+    ``batch_size``, ``on_error``, ``memory`` and ``verbose`` may change at any time.
+
     The Keras model is never pickled: a fitted extractor stores how to rebuild it (the
     weights file or seed, checked against ``weights_sha256_``), and rebuilds it lazily
     in the new process. Bases are shared between estimators with the same weights, so
@@ -250,6 +257,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         self.n_features_out_ = (
             height * width * channels if self.pooling == "flatten" else channels
         )
+        self._fitted_settings = _feature_settings(self)
         self._quantized_ir = None
         self.__dict__.pop("n_calibration_images_", None)  # from an earlier INT8 fit
         if self.quantize == "int8":
@@ -280,6 +288,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
             Rows of skipped files (``on_error="skip"``) are NaN.
         """
         check_is_fitted(self)
+        _check_settings_unchanged(self)
         images = check_images(X)
         runner = feature_runner(self)
         settings = dict(
@@ -339,6 +348,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         feature_names_out : ndarray of str objects
         """
         check_is_fitted(self)
+        _check_settings_unchanged(self)
         height, width, channels = self.feature_map_shape_
         if self.pooling == "flatten":
             names = [
@@ -437,6 +447,46 @@ def with_weights_file(extractor, path):
     local._runner = None
     feature_runner(local)
     return local
+
+
+# The parameters the features depend on: changed after fit, they need a new fit.
+_FEATURE_PARAMETERS = (
+    "weights", "layer", "pooling", "image_size", "preprocessing", "backend", "quantize",
+    "random_state",
+)
+
+
+def _feature_settings(extractor):
+    settings = {}
+    for name in _FEATURE_PARAMETERS:
+        value = getattr(extractor, name)
+        if isinstance(value, (list, tuple)):
+            value = tuple(value)
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif name == "random_state" and not (value is None or isinstance(value, int)):
+            value = "a RandomState instance"  # consumed by fit: compared as "set"
+        settings[name] = value
+    if settings["weights"] is not None:
+        settings.pop("random_state")  # only seeds random weights
+    return settings
+
+
+def _check_settings_unchanged(extractor):
+    """Refuse to compute features with parameters set after fit (set_params)."""
+    fitted = getattr(extractor, "_fitted_settings", None)
+    if fitted is None:  # pickled before this check existed
+        return
+    now = _feature_settings(extractor)
+    changed = [name for name in fitted if now.get(name) != fitted[name]]
+    if changed:
+        shown = ", ".join(f"{name}={fitted[name]!r} -> {now.get(name)!r}" for name in changed)
+        raise ValueError(
+            f"The parameters {changed} of this ConvFeatureExtractor changed after fit "
+            f"({shown}). Features always come from the parameters the extractor was "
+            "fitted with, so call fit again (it learns nothing and is quick, except "
+            "INT8 calibration) before transform."
+        )
 
 
 def _check_weights_unchanged(extractor):

@@ -50,7 +50,11 @@ def segment_calls(monkeypatch):
     return calls
 
 
-def cache_files(folder, pattern="*.npy"):
+def read_entry(path):
+    return _cache.decode_entry(path.read_bytes())
+
+
+def cache_files(folder, pattern="*.map"):
     return sorted(Path(folder).rglob(pattern))
 
 
@@ -213,10 +217,13 @@ def test_a_corrupt_entry_is_a_miss_and_is_rewritten(tmp_path, images):
     entry = next(p for p in cache_files(tmp_path) if p.parent.parent.name == "block5_pool")
     entry.write_bytes(entry.read_bytes()[:50])  # truncated, as by a dead disk
     _cache.clear_ram_cache()
+    with pytest.warns(_cache.CacheIntegrityWarning, match="damaged or was altered"):
+        extractor.transform(images)
+    _cache.clear_ram_cache()
     # Recomputed from the cached block4 map in a batch of another size, whose last
     # bits oneDNN may round differently (seen on AVX2-only CPUs).
     np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-5, atol=1e-7)
-    assert np.load(entry).shape == extractor.feature_map_shape_
+    assert read_entry(entry).shape == extractor.feature_map_shape_
 
 
 def _transform_in_a_worker(memory, images):
@@ -234,7 +241,7 @@ def test_concurrent_worker_processes_share_the_cache_safely(tmp_path, images):
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6)
     assert cache_files(tmp_path, "*.tmp") == []
     for entry in cache_files(tmp_path):
-        assert np.load(entry).dtype == np.float32
+        assert read_entry(entry).dtype == np.float32
 
 
 def test_joblib_memory_without_location_keeps_maps_in_ram_only(
@@ -299,7 +306,7 @@ def test_unreadable_files_are_skipped_and_never_cached(tmp_path, image_folder):
         features = extractor.fit(X).transform(X)
     assert np.isnan(features[2]).all() and not np.isnan(np.delete(features, 2, 0)).any()
     assert [index for index, _, _ in extractor.skipped_] == [2]
-    assert len(cache_files(tmp_path / "c", "block5_pool/*/*.npy")) == len(paths)
+    assert len(cache_files(tmp_path / "c", "block5_pool/*/*.map")) == len(paths)
 
 
 def test_transform_with_memory_leaves_the_estimator_unchanged(tmp_path, images):
@@ -338,3 +345,75 @@ def test_image_arrays_of_equal_pixels_but_other_dtype_are_separate_keys(images):
     as_float = _cache.content_keys(check_images(images.astype(np.float32)))
     assert len(set(as_uint8)) == len(images)
     assert set(as_uint8).isdisjoint(as_float)
+
+
+def forge(entry, maps, checksum_key=None):
+    """Overwrite ``entry`` with ``maps`` and a checksum made with ``checksum_key``."""
+    import hashlib
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, maps.astype(np.float32), allow_pickle=False)
+    payload = buffer.getvalue()
+    key = hashlib.sha256(checksum_key.encode()).digest() if checksum_key else b""
+    digest = hashlib.blake2b(payload, key=key, digest_size=32).digest()
+    entry.write_bytes(_cache.MAGIC + digest + payload)
+
+
+def test_an_altered_entry_fails_its_checksum_and_is_rewritten(tmp_path, images):
+    extractor = ConvFeatureExtractor(**SMALL, memory=tmp_path).fit(images)
+    expected = extractor.transform(images)
+    entry = next(p for p in cache_files(tmp_path) if p.parent.parent.name == "block5_pool")
+    original = read_entry(entry)
+    # A well-formed map of the right shape, as a poisoner would write, old checksum.
+    data = bytearray(entry.read_bytes())
+    payload_start = len(_cache.MAGIC) + 32
+    poisoned = np.full_like(original, 1000.0)
+    data[-poisoned.nbytes:] = poisoned.tobytes()
+    assert len(data) > payload_start
+    entry.write_bytes(bytes(data))
+    _cache.clear_ram_cache()
+    with pytest.warns(_cache.CacheIntegrityWarning, match="altered"):
+        np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-5, atol=1e-7)
+    # Rewritten (from the cached block4 map: last bits may differ, as above).
+    np.testing.assert_allclose(read_entry(entry), original, rtol=1e-5, atol=1e-7)
+
+
+def test_with_a_secret_key_a_forged_checksum_is_refused(tmp_path, images, monkeypatch):
+    monkeypatch.setenv(_cache.KEY_ENV_VAR, "team secret")
+    extractor = ConvFeatureExtractor(**SMALL, memory=tmp_path).fit(images)
+    expected = extractor.transform(images)
+    entry = next(p for p in cache_files(tmp_path) if p.parent.parent.name == "block5_pool")
+    forge(entry, np.full(extractor.feature_map_shape_, 1000.0))  # unkeyed checksum
+    _cache.clear_ram_cache()
+    with pytest.warns(_cache.CacheIntegrityWarning):
+        np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-5, atol=1e-7)
+    # Without the key, an entry forged with the plain checksum would have been served:
+    monkeypatch.delenv(_cache.KEY_ENV_VAR)
+    forge(entry, np.full(extractor.feature_map_shape_, 1000.0))
+    _cache.clear_ram_cache()
+    assert read_entry(entry).max() == 1000.0
+
+
+def test_an_unwritable_folder_computes_without_storing(tmp_path, images, monkeypatch):
+    expected = ConvFeatureExtractor(**SMALL).fit_transform(images)
+    extractor = ConvFeatureExtractor(**SMALL, memory=tmp_path).fit(images)
+
+    def read_only(path, write, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(_cache, "write_atomic", read_only)
+    _cache.clear_ram_cache()
+    with pytest.warns(_cache.CacheWriteWarning, match="cannot be written") as caught:
+        features = extractor.transform(images)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    assert len([w for w in caught if w.category is _cache.CacheWriteWarning]) == 1
+
+
+def test_a_file_where_the_cache_folder_should_be(tmp_path, images):
+    (tmp_path / _cache.SUBFOLDER).write_text("not a folder")
+    expected = ConvFeatureExtractor(**SMALL).fit_transform(images)
+    with pytest.warns(_cache.CacheWriteWarning, match=str(tmp_path)):
+        extractor = ConvFeatureExtractor(**SMALL, memory=tmp_path).fit(images)
+        features = extractor.transform(images)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)

@@ -309,3 +309,30 @@ def test_row_order_and_subsets_do_not_change_features(images):
     order = np.random.default_rng(0).permutation(len(images))
     np.testing.assert_allclose(extractor.transform(images[order]), features[order], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(extractor.transform(images[2:3]), features[2:3], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("memory", [None, "cache"])
+@pytest.mark.parametrize(
+    "change", [{"pooling": "avg"}, {"layer": 4}, {"image_size": (48, 48)},
+               {"preprocessing": "rescale"}, {"random_state": 1}],
+)
+def test_parameters_changed_after_fit_need_a_new_fit(tmp_path, images, memory, change):
+    memory = None if memory is None else tmp_path
+    extractor = ConvFeatureExtractor(
+        weights=None, image_size=(32, 32), random_state=0, memory=memory
+    ).fit(images)
+    extractor.set_params(**change)
+    name = next(iter(change))
+    with pytest.raises(ValueError, match=rf"\['{name}'\] of this ConvFeatureExtractor changed after fit"):
+        extractor.transform(images)
+    with pytest.raises(ValueError, match="call fit again"):
+        extractor.get_feature_names_out()
+    refitted = extractor.fit(images)
+    assert refitted.transform(images).shape == (len(images), refitted.n_features_out_)
+
+
+def test_settings_that_do_not_change_features_may_change_after_fit(images):
+    extractor = ConvFeatureExtractor(weights=None, image_size=(32, 32), random_state=0)
+    expected = extractor.fit_transform(images)
+    extractor.set_params(batch_size=1, on_error="skip", verbose=0, image_size=[32, 32])
+    np.testing.assert_allclose(extractor.transform(images), expected, rtol=1e-5, atol=1e-6)

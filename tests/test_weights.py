@@ -87,3 +87,22 @@ def test_the_shared_file_holds_the_real_imagenet_weights(real_weights):
     kernel, bias = base.model.get_layer("block1_conv1").get_weights()
     assert kernel[0, 0, 0, 0] == pytest.approx(0.42947057)
     np.testing.assert_allclose(bias[:3], [0.73429835, 0.09340367, 0.06775674], rtol=1e-6)
+
+
+def test_a_weights_file_overwritten_in_place_is_read_again(tmp_path, images):
+    from sklearn_convfeat import ConvFeatureExtractor
+
+    path = tmp_path / "base.weights.h5"
+    get_base(WeightsSource("random", seed=3)).model.save_weights(path)
+    params = dict(weights=str(path), image_size=(32, 32), layer=2)
+    before = ConvFeatureExtractor(**params).fit(images)
+    old_features = before.transform(images)
+    get_base(WeightsSource("random", seed=4)).model.save_weights(path)
+    after = ConvFeatureExtractor(**params).fit(images)
+    # A new extractor reads the new file, not the copy this process cached.
+    assert after.weights_sha256_ == get_base(WeightsSource("random", seed=4)).sha256
+    assert not np.allclose(after.transform(images), old_features)
+    # One fitted on the old weights refuses to mix them up.
+    before._runner = None  # as in a fresh process
+    with pytest.raises(RuntimeError, match="changed since this extractor was fitted"):
+        before.transform(images)
