@@ -326,11 +326,12 @@ def test_memory_that_is_a_file_is_rejected_with_the_fix(tmp_path, images):
 
 @pytest.mark.skipif(os.geteuid() == 0 if hasattr(os, "geteuid") else True,
                     reason="root can write anywhere")
-def test_memory_that_cannot_be_written_is_rejected_with_the_fix(tmp_path, images):
+def test_memory_that_cannot_be_written_warns_and_computes(tmp_path, images):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    with pytest.raises(ValueError, match="`memory` must be a writable directory"):
-        ConvFeatureExtractor(**SMALL, memory=locked / "cache").fit(images)
+    with pytest.warns(_cache.CacheWriteWarning, match="cannot be written"):
+        extractor = ConvFeatureExtractor(**SMALL, memory=locked / "cache").fit(images)
+        assert extractor.transform(images).shape == (len(images), extractor.n_features_out_)
 
 
 def test_memory_of_a_wrong_type_is_named(images):
