@@ -20,7 +20,7 @@ from sklearn.utils.validation import (
 from ._backbone import N_BLOCKS, get_base
 from ._compat import Interval, StrOptions, fit_context
 from ._finetune_phases import CachedTraining, EndToEndTraining, cache_cut
-from ._images import ImageFiles, check_images, run_batches
+from ._images import ImageFiles, check_images, decode_image, run_batches
 from ._keras_layers import augmentation_layers, check_augment, preprocessing_layer_class
 from ._keras_state import KerasModelState
 from ._training import (
@@ -265,8 +265,7 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         y = column_or_1d(y, warn=True)
         check_consistent_length(images, y)
         check_classification_targets(y)
-        if isinstance(images, ImageFiles):
-            images.check_exist()
+        _check_readable(images, "X")
         self.image_size_ = check_image_size(self.image_size, "block5_pool")
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         check_two_classes(self, self.classes_)
@@ -282,8 +281,9 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         train_rows = np.arange(len(y))
         validation = None
         if validation_data is not None:
-            X_val, y_val = validation_data
+            X_val, y_val = _check_validation_pair(validation_data)
             val_images = check_images(X_val, input_name="X_val")
+            _check_readable(val_images, "validation_data")
             y_val = column_or_1d(y_val)
             check_consistent_length(val_images, y_val)
             unknown = np.setdiff1d(y_val, self.classes_)
@@ -410,6 +410,36 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
 
     def _register_keras_objects(self):
         preprocessing_layer_class()  # registers the layer before loading
+
+
+def _check_validation_pair(validation_data):
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        kind = type(validation_data).__name__
+        size = f" of {len(validation_data)} items" if hasattr(validation_data, "__len__") else ""
+        raise ValueError(
+            "`validation_data` must be a pair (X_val, y_val) of images and labels. "
+            f"Got a {kind}{size} instead: pass validation_data=(X_val, y_val)."
+        )
+    return validation_data
+
+
+def _check_readable(images, name):
+    """Decode every image file of ``images`` now: FineTuner cannot skip any later.
+
+    Training decodes files in the middle of extraction or of an epoch; finding a
+    missing or corrupt one before any of that costs one decoding pass.
+    """
+    if not isinstance(images, ImageFiles):
+        return
+    images.check_exist()
+    for index, path in enumerate(images.paths):
+        try:
+            decode_image(path)
+        except Exception as exc:  # noqa: BLE001  PIL raises many types for bad files
+            raise ValueError(
+                f"Cannot read image file {path!r} ({name}[{index}]): {exc}. FineTuner "
+                "trains on every image it is given: remove or replace the file."
+            ) from exc
 
 
 def _split_seeds(seeds):

@@ -42,6 +42,14 @@ class _Training:
         self.base = tuner.model_.get_layer("vgg16")
 
     def run(self, images, targets, sample_weight, validation):
+        try:
+            self._run_phases(images, targets, sample_weight, validation)
+        finally:  # temporary cache files go whatever happened
+            self.cleanup()
+        _set_trainable_blocks(self.base, self.tuner.unfreeze)
+        return self.history
+
+    def _run_phases(self, images, targets, sample_weight, validation):
         tuner = self.tuner
         phase1_model, phase1_inputs, phase1_validation = self.phase1(images, validation)
         _set_trainable_blocks(self.base, 0)
@@ -56,9 +64,6 @@ class _Training:
                 2, phase2_model, phase2_inputs, targets, sample_weight,
                 phase2_validation, tuner.fine_tune_epochs, tuner.fine_tune_learning_rate,
             )
-        self.cleanup()
-        _set_trainable_blocks(self.base, tuner.unfreeze)
-        return self.history
 
     def fit_phase(self, phase, model, inputs, targets, sample_weight, validation,
                   epochs, learning_rate):
@@ -199,8 +204,9 @@ class CachedTraining(_Training):
 
     def cleanup(self):
         self.prefix = self.prefix_validation = None
-        if self._folder is not None:
-            self._folder.cleanup()
+        folder = getattr(self, "_folder", None)
+        if folder is not None:
+            folder.cleanup()
 
 
 def _epoch_timer():

@@ -249,3 +249,67 @@ def test_validation_labels_must_be_known_classes(data):
     X, y = data
     with pytest.raises(ValueError, match="validation_data has labels \\['dusk'\\]"):
         tiny().fit(X, y, validation_data=(X[:2], ["dusk", "day"]))
+
+
+def _folder_of(tmp_path, X, y):
+    """Write images as PNG files; returns their paths."""
+    from PIL import Image
+
+    paths = []
+    for index, (image, label) in enumerate(zip(X, y)):
+        path = tmp_path / f"{label}.{index}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _no_training(monkeypatch):
+    """Make any training step fail loudly: the checks must come before it."""
+    from sklearn_convfeat import _finetune_phases
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("training started before the inputs were checked")
+
+    monkeypatch.setattr(_finetune_phases, "compile_for_training", must_not_train)
+
+
+def test_validation_files_are_checked_before_any_training(tmp_path, data, monkeypatch):
+    X, y = data
+    paths = _folder_of(tmp_path, X, y)
+    _no_training(monkeypatch)
+    missing = paths[:4] + [str(tmp_path / "gone.png")]
+    with pytest.raises(FileNotFoundError, match="gone.png"):
+        tiny().fit(paths, y, validation_data=(missing, y[:5]))
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(open(paths[0], "rb").read()[:60])  # header, then nothing
+    with pytest.raises(ValueError, match=r"corrupt\.png.*validation_data\[4\]") as error:
+        tiny().fit(paths, y, validation_data=(paths[:4] + [str(corrupt)], y[:5]))
+    assert "on_error" not in str(error.value)  # FineTuner has no such parameter
+    with pytest.raises(ValueError, match=r"corrupt\.png.*X\[2\]"):
+        tiny().fit(paths[:2] + [str(corrupt)] + paths[3:], y)
+
+
+def test_validation_data_must_be_a_pair(data):
+    X, y = data
+    with pytest.raises(ValueError, match=r"must be a pair \(X_val, y_val\).*tuple of 3"):
+        tiny().fit(X, y, validation_data=(X, y, y))
+    with pytest.raises(ValueError, match="must be a pair"):
+        tiny().fit(X, y, validation_data=X)
+
+
+def test_temporary_cache_files_are_removed_when_fit_fails(tmp_path, data, monkeypatch):
+    import tempfile
+
+    from sklearn_convfeat import _finetune_phases
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(_finetune_phases, "compile_for_training", fails)
+    with pytest.raises(RuntimeError, match="out of memory") as failure:
+        tiny(cache="disk").fit(*data)
+    assert failure.traceback  # held, as a debugger or a log handler would hold it
+    # (TensorFlow's autograph writes its own generated files there too.)
+    assert list(tmp_path.glob("sklearn_convfeat_cache_*")) == []
