@@ -20,8 +20,9 @@ TINY = ["--weights", "random", "--image-size", "32"]
 
 def convfeat(*args):
     """Start ``python -m sklearn_convfeat.cli ARGS`` as the shell would."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = dict(os.environ)
     env.pop("SKLEARN_CONVFEAT_WEIGHTS", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the command line quiets TensorFlow itself
     return subprocess.Popen(
         [sys.executable, "-m", "sklearn_convfeat.cli", *map(str, args)],
         stdout=subprocess.PIPE,
@@ -186,9 +187,11 @@ def test_errors_are_one_line_without_traceback(runs):
         "image paths (one per line).\n"
     )
     assert results["missing"].returncode == 2
-    assert error_of(results["unfreeze"]) == (
+    # An error after TensorFlow loaded is that one line too: no start-up log lines.
+    assert results["unfreeze"].returncode == 2
+    assert results["unfreeze"].stderr == (
         "convfeat finetune: error: The 'unfreeze' parameter of FineTuner must be an int "
-        "in the range [0, 5]. Got 9 instead."
+        "in the range [0, 5]. Got 9 instead.\n"
     )
 
 
@@ -312,6 +315,27 @@ def layouts(tmp_path):
             ["cam", "missing.png", "--model", "m.joblib", "-o", "o.png"],
             "1 IMAGE file(s) do not exist: 'missing.png'.",
         ),
+        # Output paths are checked before the model is even loaded (m.joblib is absent).
+        (
+            ["cam", "mixed/loose.png", "--model", "m.joblib", "-o", "nope/c.png"],
+            "-o 'nope/c.png' cannot be written: its folder",
+        ),
+        (
+            ["cam", "mixed/loose.png", "--model", "m.joblib", "-o", "nodir/{stem}.png"],
+            "-o 'nodir/loose.png' cannot be written: its folder",
+        ),
+        (
+            ["cam", "mixed/loose.png", "--model", "m.joblib", "-o", "overlay"],
+            "-o 'overlay' must end in .png or .jpg",
+        ),
+        (
+            ["cam", "mixed/loose.png", "--model", "m.joblib", "-o", "{stme}.png"],
+            "-o '{stme}.png' is not a valid pattern (KeyError: 'stme'): the only field",
+        ),
+        (
+            ["cam", "mixed/loose.png", "--model", "m.joblib", "-o", "{}.png"],
+            "-o '{}.png' is not a valid pattern (IndexError",
+        ),
     ],
 )
 def test_bad_input_is_a_one_line_error(layouts, monkeypatch, capsys, command, message):
@@ -369,3 +393,11 @@ def test_classes_must_match_between_splits(dataset, capsys):
     assert "class sub-folders must match" in capsys.readouterr().err
     assert main(["finetune", str(dataset), *TINY, "--quiet"]) == 2
     assert "class sub-folders must match" in capsys.readouterr().err
+
+
+def test_extract_takes_a_single_class_folder(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "one", {"cats": 3}, size=(32, 32))
+    out = tmp_path / "cats.npy"
+    assert main(["extract", str(root), "-o", str(out), *TINY, "--quiet"]) == 0
+    assert np.load(out).shape[0] == 3
+    assert "classes ['cats']" in capsys.readouterr().out

@@ -68,7 +68,7 @@ def _one_line(exc):
 
 def main(argv=None):
     """Run ``convfeat``; returns the exit status (0, or 2 after a one-line error)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # our errors are one line
     args = build_parser().parse_args(argv)
     prog = f"convfeat {args.command}"
     try:

@@ -3,7 +3,12 @@
 import os
 
 from .. import IMAGE_EXTENSIONS, load_image_folder
-from ._options import CommandError, check_output, check_weights
+from ._options import (
+    CommandError,
+    check_output,
+    check_weights,
+    import_tensorflow_quietly,
+)
 
 
 def _is_image(name):
@@ -28,6 +33,15 @@ def list_images(source):
                 f"({', '.join(classes[:3])}): keep one layout (one sub-folder per class, "
                 "or the images themselves), or list the files in a text file."
             )
+        if len(classes) == 1:  # extraction needs no second class
+            folder = os.path.join(source, classes[0])
+            paths = sorted(
+                os.path.join(root, name)
+                for root, _, names in os.walk(folder)
+                for name in names
+                if _is_image(name)
+            )
+            return np.asarray(paths, dtype=object), np.full(len(paths), classes[0], object)
         if classes:
             paths, y, class_names = load_image_folder(source)
             return paths, np.asarray(class_names, dtype=object)[y]
@@ -117,4 +131,5 @@ def training_inputs(args, say):
     splits = load_splits(args.data_dir)
     paths, labels = splits.pop("train")
     say(f"train: {len(paths)} images, classes {sorted(set(labels))}")
+    import_tensorflow_quietly()
     return weights, paths, labels, splits

@@ -4,6 +4,7 @@ before any work starts."""
 import argparse
 import os
 import sys
+import tempfile
 
 WEIGHTS_HELP = (
     "'imagenet' (Keras download and cache; the environment variable "
@@ -160,3 +161,29 @@ def extractor_from_args(args, weights, **params):
         random_state=0,
         **params,
     )
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow with its start-up log lines silenced.
+
+    TensorFlow's C++ side writes several lines to standard error while it loads,
+    before any logging setting applies; a command line shows its own one-line errors
+    and progress instead. What it wrote is shown after all if the import fails.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -4,7 +4,13 @@ import os
 import sys
 
 from .. import CAM_METHODS
-from ._options import CommandError, add_command, parse_choice
+from ._options import (
+    CommandError,
+    add_command,
+    check_output,
+    import_tensorflow_quietly,
+    parse_choice,
+)
 
 
 def add_parser(commands):
@@ -75,18 +81,33 @@ def load_model(path):
     return model
 
 
+# What PIL writes overlays as, by file ending.
+PICTURE_FORMATS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
 def output_paths(pattern, images):
+    """Where each overlay goes; every path checked now, before any work."""
     stems = [os.path.splitext(os.path.basename(image))[0] for image in images]
-    if "{stem}" in pattern:
-        return [pattern.format(stem=stem) for stem in stems]
-    if os.path.isdir(pattern):
-        return [os.path.join(pattern, f"{stem}_cam.png") for stem in stems]
-    if len(images) > 1:
-        raise ValueError(
+    if "{" in pattern or "}" in pattern:
+        try:
+            paths = [pattern.format(stem=stem) for stem in stems]
+        except (KeyError, IndexError, ValueError) as exc:
+            raise CommandError(
+                f"-o {pattern!r} is not a valid pattern ({type(exc).__name__}: {exc}): "
+                "the only field is {stem}, e.g. 'cams/{stem}.png'."
+            ) from exc
+    elif os.path.isdir(pattern):
+        paths = [os.path.join(pattern, f"{stem}_cam.png") for stem in stems]
+    elif len(images) > 1:
+        raise CommandError(
             f"-o {pattern!r} is one file but {len(images)} images were given: pass an "
             "existing folder or a pattern with {stem}, such as 'cams/{stem}.png'."
         )
-    return [pattern]
+    else:
+        paths = [pattern]
+    for path in paths:
+        check_output(path, "-o", PICTURE_FORMATS)
+    return paths
 
 
 def run(args, out=None):
@@ -99,8 +120,9 @@ def run(args, out=None):
         raise CommandError(
             f"{len(missing)} IMAGE file(s) do not exist: {', '.join(map(repr, missing[:3]))}."
         )
-    model = load_model(args.model)
     outputs = output_paths(args.output, args.images)
+    import_tensorflow_quietly()
+    model = load_model(args.model)
     classes = getattr(model, "classes_", None)
     target = parse_choice(args.target, None if classes is None else list(classes))
     display = CamDisplay.from_estimator(

@@ -14,6 +14,7 @@ from ._options import (
     check_output,
     check_weights,
     extractor_from_args,
+    import_tensorflow_quietly,
     printer,
 )
 
@@ -78,6 +79,7 @@ def run(args, out=None):
         check_parquet_writer()
     weights = check_weights(args.weights)
     paths, labels = list_images(args.input)
+    import_tensorflow_quietly()
 
     say = printer(out)
     extractor = extractor_from_args(
