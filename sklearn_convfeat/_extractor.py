@@ -121,8 +121,11 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         ImageNet base gives ``d9a27cc1...``); features are only ever computed with
         these.
     skipped_ : list of (int, str, str)
-        (index, path, reason) of each file the last ``transform`` skipped, when
-        ``on_error="skip"``.
+        (index, path, reason) of each file skipped by the most recent ``transform``
+        call of this instance, when ``on_error="skip"``. Each call replaces it: with
+        concurrent ``transform`` calls on one instance (threads), it describes
+        whichever finished last; use the NaN rows of each call's result, or one
+        extractor per thread, to tell them apart.
     n_calibration_images_ : int
         Images the INT8 model was calibrated on; only with ``quantize="int8"``.
 

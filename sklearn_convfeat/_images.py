@@ -9,6 +9,8 @@ import os
 import queue
 import threading
 import warnings
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,6 +18,14 @@ from scipy import sparse
 from sklearn.utils.validation import check_array
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+
+# A JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, still at least the
+# target size) only when it is at least this many times larger than the target on both
+# sides. Set from the accuracy measured in benchmarks/bench_memory.py (see user guide).
+DRAFT_MIN_REDUCTION = 2
+_EXIF_ORIENTATION = 0x0112
+_SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 _EXPECTED_X = (
     "X must be a batch of images of shape (n_images, height, width, channels) with "
@@ -72,17 +82,19 @@ def load_image_folder(directory, *, extensions=IMAGE_EXTENSIONS):
         )
     suffixes = tuple(ext.lower() for ext in extensions)
     class_names = sorted(
-        entry.name for entry in os.scandir(directory) if entry.is_dir()
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.is_dir() and not entry.name.startswith(".")
     )
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
         class_paths = []
         for root, dirs, files in os.walk(os.path.join(directory, class_name)):
-            dirs.sort()
+            dirs[:] = sorted(name for name in dirs if not name.startswith("."))
             class_paths.extend(
                 os.path.join(root, name)
                 for name in sorted(files)
-                if name.lower().endswith(suffixes)
+                if name.lower().endswith(suffixes) and not name.startswith(".")
             )
         paths.extend(class_paths)
         labels.extend([label] * len(class_paths))
@@ -102,8 +114,8 @@ def load_image_folder(directory, *, extensions=IMAGE_EXTENSIONS):
 def check_images(X, *, input_name="X"):
     """Validate ``X`` as images and return an :class:`ImageArray` or :class:`ImageFiles`.
 
-    Raises a ``ValueError`` (or ``FileNotFoundError`` for missing files) that says what
-    was expected and what was received.
+    Raises a ``ValueError`` or ``TypeError`` (``FileNotFoundError`` for missing files)
+    that says what was expected, what was received and how to fix it.
     """
     if isinstance(X, (ImageArray, ImageFiles)):
         return X
@@ -112,6 +124,13 @@ def check_images(X, *, input_name="X"):
             f"{_EXPECTED_X}. Got a sparse matrix: sparse input is not supported; "
             "images must be dense arrays."
         )
+    if isinstance(X, (AbstractSet, Mapping)):
+        raise TypeError(
+            f"{_EXPECTED_X}. Got a {type(X).__name__} of {len(X)} items: it has no "
+            "fixed order, so the rows of the result would not match y. Pass a list in "
+            f"the order of y, e.g. sorted({input_name})."
+        )
+    _check_foreign_array(X, input_name)
     if not hasattr(X, "__len__") and hasattr(X, "__array__"):
         X = np.asarray(X)
     if hasattr(X, "__len__") and len(X) == 0:
@@ -136,6 +155,7 @@ def check_images(X, *, input_name="X"):
         X = list(X)
         if X and all(isinstance(item, (str, os.PathLike)) for item in X):
             return ImageFiles([os.fspath(item) for item in X])
+        _check_path_items(X, input_name)
         try:
             X = np.asarray(X)
         except ValueError as exc:  # ragged nested lists
@@ -144,7 +164,40 @@ def check_images(X, *, input_name="X"):
         items = list(X)
         if all(isinstance(item, (str, os.PathLike)) for item in items):
             return ImageFiles([os.fspath(item) for item in items])
+        _check_path_items(items, input_name)
     return ImageArray(_check_image_array(X, input_name))
+
+
+def _check_foreign_array(X, input_name):
+    """Refuse tensors of other libraries (their ``dtype`` is not NumPy's)."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is None or isinstance(dtype, np.dtype) or hasattr(X, "to_numpy"):
+        return  # NumPy-like, or pandas (whose extension dtypes are handled above)
+    kind = f"{type(X).__module__}.{type(X).__qualname__}"
+    raise TypeError(
+        f"{_EXPECTED_X}, as a NumPy array. Got a {kind} of dtype {dtype}: convert it "
+        f"first, e.g. {input_name}.numpy() for a TensorFlow (or CPU PyTorch) tensor, "
+        f"or np.asarray({input_name})."
+    )
+
+
+def _check_path_items(items, input_name):
+    """In a sequence that holds paths, name the first item that is not one."""
+    if not any(isinstance(item, (str, bytes, os.PathLike)) for item in items):
+        return  # not paths at all: numbers, nested lists...
+    for index, item in enumerate(items):
+        if isinstance(item, bytes):
+            raise TypeError(
+                f"{_EXPECTED_X}. Got bytes paths: {input_name}[{index}] is {item!r}. "
+                f"Decode them to str first, e.g. [os.fsdecode(p) for p in {input_name}]."
+            )
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(
+                f"{input_name}[{index}] is {item!r} ({type(item).__name__}), not a path: "
+                f"every item of a sequence of image paths must be a str or os.PathLike. "
+                "If it marks a missing image, drop the rows with missing paths (and "
+                "their labels) first."
+            )
 
 
 def _check_image_array(X, input_name):
@@ -152,6 +205,12 @@ def _check_image_array(X, input_name):
         raise ValueError(
             f"{_EXPECTED_X}, with pixel values in [0, 255] (uint8 or float). Got a "
             "boolean array: convert it, e.g. X.astype('uint8') * 255."
+        )
+    if X.dtype.kind == "c":  # scikit-learn's message would print every value
+        raise ValueError(
+            f"{_EXPECTED_X}, with real pixel values in [0, 255]. Got a complex array "
+            f"(dtype {X.dtype}, shape {X.shape}): pass real images, e.g. np.abs(X) "
+            "or X.real."
         )
     # scikit-learn's own checks first (complex, NaN/inf, empty): users know their words.
     X = check_array(
@@ -178,25 +237,69 @@ def _check_image_array(X, input_name):
         )
     if X.shape[1] == 0 or X.shape[2] == 0:
         raise ValueError(f"{_EXPECTED_X}. Got images of size 0: shape {X.shape}.")
-    if X.dtype.kind == "f" and 0 <= X.min() and 0 < X.max() <= 1.0:
-        warnings.warn(
-            "X looks scaled to [0, 1] (its largest value is "
-            f"{X.max():g}); images are expected in [0, 255], the range of uint8 "
-            "pixels. Multiply by 255, or pass uint8 images.",
-            UserWarning,
-            stacklevel=4,
-        )
+    _warn_about_pixel_range(X, input_name)
     return X
 
 
+def _warn_about_pixel_range(X, input_name):
+    """Warn when pixel values are not in the range the dtype rule expects.
+
+    The rule: uint16 images are 16-bit, [0, 65535] scaled to [0, 255] (as 16-bit
+    files are); every other dtype is taken as [0, 255], values used as given.
+    """
+    if X.dtype == np.uint8:
+        return
+    low, high = X.min(), X.max()
+    if X.dtype == np.uint16:
+        if 0 < high <= 255:
+            warnings.warn(
+                f"{input_name} is uint16 with its largest value {high}: uint16 images "
+                "are read as 16-bit, their range [0, 65535] scaled to [0, 255], so "
+                "these come out nearly black. If they hold 8-bit pixel values, pass "
+                f"{input_name}.astype('uint8').",
+                UserWarning,
+                stacklevel=5,
+            )
+        return
+    if low < 0 or high > 255:
+        warnings.warn(
+            f"{input_name} has pixel values outside [0, 255] (from {low:g} to "
+            f"{high:g}); images are expected in [0, 255], the range of uint8 pixels, "
+            "and are used as given. Rescale them to [0, 255], or pass 16-bit images "
+            "as uint16 (scaled from [0, 65535]).",
+            UserWarning,
+            stacklevel=5,
+        )
+    elif X.dtype.kind == "f" and 0 <= low and 0 < high <= 1.0:
+        warnings.warn(
+            f"{input_name} looks scaled to [0, 1] (its largest value is "
+            f"{high:g}); images are expected in [0, 255], the range of uint8 "
+            "pixels. Multiply by 255, or pass uint8 images.",
+            UserWarning,
+            stacklevel=5,
+        )
+
+
 def to_rgb(images):
-    """(N, H, W), (N, H, W, 1|3|4) numbers → float32 (N, H, W, 3); alpha is dropped."""
-    images = np.asarray(images, dtype=np.float32)
+    """(N, H, W), (N, H, W, 1|3|4) numbers → float32 (N, H, W, 3); alpha is dropped.
+
+    uint16 images are 16-bit: scaled to [0, 255] by :func:`scale_16bit`.
+    """
+    images = np.asarray(images)
+    if images.dtype == np.uint16:
+        images = scale_16bit(images)
+    images = images.astype(np.float32, copy=False)
     if images.ndim == 3:
         images = images[..., np.newaxis]
     if images.shape[-1] == 1:
         return np.repeat(images, 3, axis=-1)
     return np.ascontiguousarray(images[..., :3])
+
+
+def scale_16bit(pixels):
+    """16-bit pixel values → uint8: ``round(v * 255 / 65535)``, clipped to [0, 65535]."""
+    pixels = np.clip(pixels, 0, 65535).astype(np.uint32)
+    return ((pixels + 128) // 257).astype(np.uint8)
 
 
 def resize(images, size):
@@ -209,11 +312,35 @@ def resize(images, size):
     return resized.numpy().astype(np.float32, copy=False)
 
 
-def decode_image(path):
-    """Read one image file as uint8 (H, W, 3) RGB (first frame of an animation)."""
-    from PIL import Image
+def decode_image(path, size=None):
+    """Read one image file as upright uint8 (H, W, 3) RGB (first frame of an animation).
+
+    Every file this package reads (extraction, fine-tuning, Grad-CAM, overlays) goes
+    through here. The EXIF orientation is applied, as photo viewers do, and 16-bit
+    images (``I;16`` PNG or TIFF) are scaled from [0, 65535] to [0, 255] by
+    :func:`scale_16bit` instead of being clipped to white.
+
+    ``size`` is the (height, width) the image is about to be resized to, or None for
+    full resolution. With a size, a JPEG at least :data:`DRAFT_MIN_REDUCTION` times
+    larger on both sides is decoded by libjpeg at 1/2, 1/4 or 1/8 scale, still at
+    least ``size`` (PIL's draft mode): memory and time then stay bounded whatever
+    the photo's resolution, and the pixels differ slightly from those of a full
+    decode followed by the same resize.
+    """
+    from PIL import Image, ImageOps
 
     with Image.open(path) as image:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        if size is not None and image.format == "JPEG":
+            height, width = size
+            if orientation in _SWAPS_AXES:  # the file is stored turned by 90 degrees
+                height, width = width, height
+            if min(image.width // width, image.height // height) >= DRAFT_MIN_REDUCTION:
+                image.draft(None, (width, height))
+        ImageOps.exif_transpose(image, in_place=True)
+        if image.mode in _SIXTEEN_BIT_MODES:
+            grey = scale_16bit(np.asarray(image))
+            return np.repeat(grey[..., np.newaxis], 3, axis=-1)
         return np.asarray(image.convert("RGB"))
 
 
@@ -264,15 +391,28 @@ class ImageFiles:
         return len(self.paths)
 
     def image_shape(self, index):
+        """(height, width) of image ``index`` as decoded: upright (EXIF applied)."""
         from PIL import Image
 
         with Image.open(self.paths[index]) as image:
-            return image.size[::-1]
+            width, height = image.size
+            if image.getexif().get(_EXIF_ORIENTATION) in _SWAPS_AXES:
+                return width, height
+            return height, width
 
     def missing(self):
         return [i for i, path in enumerate(self.paths) if not os.path.isfile(path)]
 
     def check_exist(self):
+        folders = [i for i, path in enumerate(self.paths) if os.path.isdir(path)]
+        if folders:
+            first = folders[0]
+            raise IsADirectoryError(
+                f"X[{first}] = {self.paths[first]!r} is a folder, not an image file "
+                f"({len(folders)} of the {len(self.paths)} paths in X are folders). "
+                "Pass the paths of the images it holds: load_image_folder(folder) "
+                "lists those of a class-per-folder directory."
+            )
         missing = self.missing()
         if missing:
             shown = ", ".join(repr(self.paths[i]) for i in missing[:3])
@@ -298,12 +438,13 @@ class ImageFiles:
             yield self._decode(start, self.paths[start : start + batch_size], size, on_error)
 
     def _decode(self, start, paths, size, on_error):
+        # One image at a time, JPEGs drafted near ``size``: memory stays bounded by
+        # the batch at ``size`` plus one source image, whatever the photos' size.
         images = np.zeros((len(paths), *size, 3), dtype=np.float32)
         failed = []
-        by_shape = {}
         for offset, path in enumerate(paths):
             try:
-                pixels = decode_image(path)
+                pixels = decode_image(path, size=size)
             except Exception as exc:  # PIL raises many types for corrupt files
                 if on_error == "raise":
                     raise ValueError(
@@ -314,10 +455,7 @@ class ImageFiles:
                 failed.append((start + offset, path, str(exc)))
                 images[offset] = np.nan
                 continue
-            by_shape.setdefault(pixels.shape, []).append((offset, pixels))
-        for group in by_shape.values():  # resize same-sized images together
-            offsets = [offset for offset, _ in group]
-            images[offsets] = resize(to_rgb(np.stack([p for _, p in group])), size)
+            images[offset] = resize(to_rgb(pixels[np.newaxis]), size)[0]
         return Batch(start, images, failed)
 
 
