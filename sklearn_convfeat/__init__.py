@@ -7,6 +7,7 @@ from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
 from ._images import load_image_folder
 from ._mlp import KerasMLPClassifier
+from ._persistence import load, save
 
 try:
     __version__ = version("sklearn-convfeat")
@@ -19,8 +20,10 @@ __all__ = [
     "KerasMLPClassifier",
     "cam",
     "cam_faithfulness",
+    "load",
     "load_image_folder",
     "overlay",
     "plot_cam",
+    "save",
     "__version__",
 ]
