@@ -42,7 +42,7 @@ class Server:
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802  (http.server's name)
+            def do_GET(self):
                 server.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/zip")
@@ -90,6 +90,7 @@ def test_downloads_once_then_serves_from_disk(server, tmp_path):
     assert data.class_names == ["cats", "dogs"] and "validation" in data.DESCR
     paths, y, class_names = load_image_folder(data.train)
     assert class_names == ["cats", "dogs"] and y.tolist() == [0, 0, 1, 1]
+    assert all(path.endswith(".jpg") for path in paths)
     assert len(load_image_folder(data.validation)[0]) == 2
     assert sorted(os.listdir(tmp_path)) == ["cats_and_dogs_filtered"]  # no leftovers
     assert server.requests == 1
