@@ -117,8 +117,10 @@ def test_a_pickle_is_not_loaded_without_the_explicit_flag(images, tmp_path):
     joblib.dump(fitted, path)
     with pytest.raises(
         ValueError,
-        match="not a skops file.*pickle or joblib.*run arbitrary code.*"
-        "allow_pickle=True.*--trust-pickle",
+        match=(
+            "not a skops file.*pickle or joblib.*run arbitrary code.*"
+            "allow_pickle=True.*--trust-pickle"
+        ),
     ):
         load(path)
     with pytest.warns(UserWarning, match="runs any code"):
