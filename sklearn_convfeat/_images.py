@@ -330,18 +330,27 @@ def decode_image(path, size=None):
     from PIL import Image, ImageOps
 
     with Image.open(path) as image:
-        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        orientation = _orientation(image)
         if size is not None and image.format == "JPEG":
             height, width = size
             if orientation in _SWAPS_AXES:  # the file is stored turned by 90 degrees
                 height, width = width, height
             if min(image.width // width, image.height // height) >= DRAFT_MIN_REDUCTION:
                 image.draft(None, (width, height))
-        ImageOps.exif_transpose(image, in_place=True)
+        if orientation != 1:
+            ImageOps.exif_transpose(image, in_place=True)
         if image.mode in _SIXTEEN_BIT_MODES:
             grey = scale_16bit(np.asarray(image))
             return np.repeat(grey[..., np.newaxis], 3, axis=-1)
         return np.asarray(image.convert("RGB"))
+
+
+def _orientation(image):
+    """The EXIF orientation of an opened image, 1 (upright) when absent or unreadable."""
+    try:
+        return image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # a malformed EXIF block: the pixels are still good
+        return 1
 
 
 @dataclass
@@ -396,7 +405,7 @@ class ImageFiles:
 
         with Image.open(self.paths[index]) as image:
             width, height = image.size
-            if image.getexif().get(_EXIF_ORIENTATION) in _SWAPS_AXES:
+            if _orientation(image) in _SWAPS_AXES:
                 return width, height
             return height, width
 

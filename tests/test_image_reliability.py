@@ -229,3 +229,10 @@ def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
     assert class_names == ["cats", "dogs"] and y.tolist() == [0, 0, 1, 1]
     assert len(paths) == 4 and all("/." not in str(p) for p in paths)
     assert isinstance(check_images(paths), ImageFiles)
+
+
+def test_a_malformed_exif_block_does_not_make_a_photo_unreadable(tmp_path):
+    path = tmp_path / "odd_exif.jpg"
+    Image.new("RGB", (20, 10), (200, 30, 30)).save(path, exif=b"Exif\x00\x00MM\x00*garbage")
+    assert decode_image(path).shape == (10, 20, 3)
+    assert tuple(check_images([path]).image_shape(0)) == (10, 20)
