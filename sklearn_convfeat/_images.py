@@ -349,7 +349,7 @@ def _orientation(image):
     """The EXIF orientation of an opened image, 1 (upright) when absent or unreadable."""
     try:
         return image.getexif().get(_EXIF_ORIENTATION, 1)
-    except Exception:  # a malformed EXIF block: the pixels are still good
+    except Exception:  # noqa: BLE001  a malformed EXIF block: the pixels are still good
         return 1
 
 

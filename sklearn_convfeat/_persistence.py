@@ -186,12 +186,13 @@ def load(path, *, trusted=None, allow_pickle=False):
     if refused:
         error = UntrustedTypesFoundException(refused)
         notes = str(error).partition("\n\n")[2]  # skops' word on known risky types
-        error.args = (
+        message = (
             f"{path!r} holds types that are not trusted: {refused}. Loading could "
             "run code they carry. Inspect them (skops.io.get_untrusted_types(file="
             "path) lists them); if you trust their source, load with "
-            f"load(path, trusted={refused!r}).{notes and chr(10) * 2 + notes}",
+            f"load(path, trusted={refused!r})."
         )
+        error.args = (f"{message}\n\n{notes}" if notes else message,)
         raise error
     return skops.io.load(path, trusted=[*TRUSTED_TYPES, *trusted])
 

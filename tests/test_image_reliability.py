@@ -231,6 +231,7 @@ def test_hidden_folders_and_files_are_not_classes_or_images(tmp_path):
     assert isinstance(check_images(paths), ImageFiles)
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 def test_a_malformed_exif_block_does_not_make_a_photo_unreadable(tmp_path):
     path = tmp_path / "odd_exif.jpg"
     Image.new("RGB", (20, 10), (200, 30, 30)).save(path, exif=b"Exif\x00\x00MM\x00*garbage")
