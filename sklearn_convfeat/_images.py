@@ -208,9 +208,9 @@ def _check_image_array(X, input_name):
         )
     if X.dtype.kind == "c":  # scikit-learn's message would print every value
         raise ValueError(
-            f"{_EXPECTED_X}, with real pixel values in [0, 255]. Got a complex array "
-            f"(dtype {X.dtype}, shape {X.shape}): pass real images, e.g. np.abs(X) "
-            "or X.real."
+            f"Complex data not supported: {_EXPECTED_X}, with real pixel values in "
+            f"[0, 255]. Got a complex array (dtype {X.dtype}, shape {X.shape}): pass "
+            "real images, e.g. np.abs(X) or X.real."
         )
     # scikit-learn's own checks first (complex, NaN/inf, empty): users know their words.
     X = check_array(
