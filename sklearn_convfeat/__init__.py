@@ -9,6 +9,7 @@ from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
 from ._images import IMAGE_EXTENSIONS, load_image_folder, load_images
 from ._mlp import KerasMLPClassifier
+from ._persistence import load, save
 from ._weights import check_weights
 
 #: The ``method`` names :func:`cam` takes.
@@ -32,8 +33,10 @@ __all__ = [
     "cam_metrics",
     "check_weights",
     "count_flops",
+    "load",
     "load_image_folder",
     "load_images",
     "overlay",
     "plot_cam",
+    "save",
 ]

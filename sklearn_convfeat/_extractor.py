@@ -53,7 +53,11 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         (the book's 4·4·512 = 8192 features at 150×150), ``"avg"`` and ``"max"`` pool
         over space to c features.
     image_size : (int, int) or int, default=(150, 150)
-        (height, width) every image is resized to (bilinear, antialiased).
+        (height, width) every image is resized to (bilinear, antialiased). A JPEG
+        at least twice that size on both sides is first decoded by libjpeg at 1/2,
+        1/4 or 1/8 scale (still above it), which bounds memory whatever the photos'
+        resolution and changes its pixels slightly (see the user guide's
+        Reliability section).
     preprocessing : {"vgg16", "rescale"}, default="vgg16"
         ``"vgg16"`` is ``keras.applications.vgg16.preprocess_input``, the input the
         ImageNet weights were trained on; ``"rescale"`` is the book's ``x / 255``, which
@@ -114,8 +118,11 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         ImageNet base gives ``d9a27cc1...``); features are only ever computed with
         these.
     skipped_ : list of (int, str, str)
-        (index, path, reason) of each file the last ``transform`` skipped, when
-        ``on_error="skip"``.
+        (index, path, reason) of each file skipped by the most recent ``transform``
+        call of this instance, when ``on_error="skip"``. Each call replaces it: with
+        concurrent ``transform`` calls on one instance (threads), it describes
+        whichever finished last; use the NaN rows of each call's result, or one
+        extractor per thread, to tell them apart.
     n_calibration_images_ : int
         Images the INT8 model was calibrated on; only with ``quantize="int8"``.
 
@@ -224,8 +231,9 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_images, height, width[, channels]) or sequence of str
-            Images (uint8 or float pixel values in [0, 255]; grey, RGB or RGBA), or
-            image file paths (JPEG, PNG, BMP, GIF, WebP).
+            Images (uint8 or float pixel values in [0, 255], uint16 in [0, 65535];
+            grey, RGB or RGBA), or image file paths (JPEG, PNG, BMP, GIF, WebP),
+            in the order of ``y``.
         y : ignored
             Accepted for Pipeline compatibility.
 

@@ -19,8 +19,9 @@ from sklearn.utils.validation import (
 
 from ._backbone import N_BLOCKS, get_base
 from ._compat import Interval, StrOptions, fit_context
+from ._decode import decode_image
 from ._finetune_phases import CachedTraining, EndToEndTraining, cache_cut
-from ._images import ImageFiles, check_images, decode_image, run_batches
+from ._images import ImageFiles, check_images, run_batches
 from ._keras_layers import augmentation_layers, check_augment, preprocessing_layer_class
 from ._keras_state import KerasModelState
 from ._training import (

@@ -9,13 +9,18 @@ import os
 import queue
 import threading
 import warnings
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 from sklearn.utils.validation import check_array
 
+from ._decode import decode_image, resize, to_rgb, upright_size
+
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
+
 
 _EXPECTED_X = (
     "X must be a batch of images of shape (n_images, height, width, channels) with "
@@ -72,17 +77,19 @@ def load_image_folder(directory, *, extensions=IMAGE_EXTENSIONS):
         )
     suffixes = tuple(ext.lower() for ext in extensions)
     class_names = sorted(
-        entry.name for entry in os.scandir(directory) if entry.is_dir()
+        entry.name
+        for entry in os.scandir(directory)
+        if entry.is_dir() and not entry.name.startswith(".")
     )
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
         class_paths = []
         for root, dirs, files in os.walk(os.path.join(directory, class_name)):
-            dirs.sort()
+            dirs[:] = sorted(name for name in dirs if not name.startswith("."))
             class_paths.extend(
                 os.path.join(root, name)
                 for name in sorted(files)
-                if name.lower().endswith(suffixes)
+                if name.lower().endswith(suffixes) and not name.startswith(".")
             )
         paths.extend(class_paths)
         labels.extend([label] * len(class_paths))
@@ -140,8 +147,8 @@ def load_images(paths, *, image_size):
 def check_images(X, *, input_name="X"):
     """Validate ``X`` as images and return an :class:`ImageArray` or :class:`ImageFiles`.
 
-    Raises a ``ValueError`` (or ``FileNotFoundError`` for missing files) that says what
-    was expected and what was received.
+    Raises a ``ValueError`` or ``TypeError`` (``FileNotFoundError`` for missing files)
+    that says what was expected, what was received and how to fix it.
     """
     if isinstance(X, (ImageArray, ImageFiles)):
         return X
@@ -150,6 +157,13 @@ def check_images(X, *, input_name="X"):
             f"{_EXPECTED_X}. Got a sparse matrix: sparse input is not supported; "
             "images must be dense arrays."
         )
+    if isinstance(X, (AbstractSet, Mapping)):
+        raise TypeError(
+            f"{_EXPECTED_X}. Got a {type(X).__name__} of {len(X)} items: it has no "
+            "fixed order, so the rows of the result would not match y. Pass a list in "
+            f"the order of y, e.g. sorted({input_name})."
+        )
+    _check_foreign_array(X, input_name)
     if not hasattr(X, "__len__") and hasattr(X, "__array__"):
         X = np.asarray(X)
     if hasattr(X, "__len__") and len(X) == 0:
@@ -174,6 +188,7 @@ def check_images(X, *, input_name="X"):
         X = list(X)
         if X and all(isinstance(item, (str, os.PathLike)) for item in X):
             return ImageFiles([os.fspath(item) for item in X])
+        _check_path_items(X, input_name)
         try:
             X = np.asarray(X)
         except ValueError as exc:  # ragged nested lists
@@ -182,7 +197,40 @@ def check_images(X, *, input_name="X"):
         items = list(X)
         if all(isinstance(item, (str, os.PathLike)) for item in items):
             return ImageFiles([os.fspath(item) for item in items])
+        _check_path_items(items, input_name)
     return ImageArray(_check_image_array(X, input_name))
+
+
+def _check_foreign_array(X, input_name):
+    """Refuse tensors of other libraries (their ``dtype`` is not NumPy's)."""
+    dtype = getattr(X, "dtype", None)
+    if dtype is None or isinstance(dtype, np.dtype) or hasattr(X, "to_numpy"):
+        return  # NumPy-like, or pandas (whose extension dtypes are handled above)
+    kind = f"{type(X).__module__}.{type(X).__qualname__}"
+    raise TypeError(
+        f"{_EXPECTED_X}, as a NumPy array. Got a {kind} of dtype {dtype}: convert it "
+        f"first, e.g. {input_name}.numpy() for a TensorFlow (or CPU PyTorch) tensor, "
+        f"or np.asarray({input_name})."
+    )
+
+
+def _check_path_items(items, input_name):
+    """In a sequence that holds paths, name the first item that is not one."""
+    if not any(isinstance(item, (str, bytes, os.PathLike)) for item in items):
+        return  # not paths at all: numbers, nested lists...
+    for index, item in enumerate(items):
+        if isinstance(item, bytes):
+            raise TypeError(
+                f"{_EXPECTED_X}. Got bytes paths: {input_name}[{index}] is {item!r}. "
+                f"Decode them to str first, e.g. [os.fsdecode(p) for p in {input_name}]."
+            )
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(
+                f"{input_name}[{index}] is {item!r} ({type(item).__name__}), not a path: "
+                f"every item of a sequence of image paths must be a str or os.PathLike. "
+                "If it marks a missing image, drop the rows with missing paths (and "
+                "their labels) first."
+            )
 
 
 def _check_image_array(X, input_name):
@@ -190,6 +238,12 @@ def _check_image_array(X, input_name):
         raise ValueError(
             f"{_EXPECTED_X}, with pixel values in [0, 255] (uint8 or float). Got a "
             "boolean array: convert it, e.g. X.astype('uint8') * 255."
+        )
+    if X.dtype.kind == "c":  # scikit-learn's message would print every value
+        raise ValueError(
+            f"Complex data not supported: {_EXPECTED_X}, with real pixel values in "
+            f"[0, 255]. Got a complex array (dtype {X.dtype}, shape {X.shape}): pass "
+            "real images, e.g. np.abs(X) or X.real."
         )
     # scikit-learn's own checks first (complex, NaN/inf, empty): users know their words.
     X = check_array(
@@ -216,43 +270,47 @@ def _check_image_array(X, input_name):
         )
     if X.shape[1] == 0 or X.shape[2] == 0:
         raise ValueError(f"{_EXPECTED_X}. Got images of size 0: shape {X.shape}.")
-    if X.dtype.kind == "f" and 0 <= X.min() and 0 < X.max() <= 1.0:
-        warnings.warn(
-            "X looks scaled to [0, 1] (its largest value is "
-            f"{X.max():g}); images are expected in [0, 255], the range of uint8 "
-            "pixels. Multiply by 255, or pass uint8 images.",
-            UserWarning,
-            stacklevel=4,
-        )
+    _warn_about_pixel_range(X, input_name)
     return X
 
 
-def to_rgb(images):
-    """(N, H, W), (N, H, W, 1|3|4) numbers → float32 (N, H, W, 3); alpha is dropped."""
-    images = np.asarray(images, dtype=np.float32)
-    if images.ndim == 3:
-        images = images[..., np.newaxis]
-    if images.shape[-1] == 1:
-        return np.repeat(images, 3, axis=-1)
-    return np.ascontiguousarray(images[..., :3])
+def _warn_about_pixel_range(X, input_name):
+    """Warn when pixel values are not in the range the dtype rule expects.
 
-
-def resize(images, size):
-    """Bilinear (antialiased) resize of float32 (N, H, W, 3) to ``size``; no-op if equal."""
-    if tuple(images.shape[1:3]) == tuple(size):
-        return images
-    import tensorflow as tf
-
-    resized = tf.image.resize(images, size, method="bilinear", antialias=True)
-    return resized.numpy().astype(np.float32, copy=False)
-
-
-def decode_image(path):
-    """Read one image file as uint8 (H, W, 3) RGB (first frame of an animation)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+    The rule: uint16 images are 16-bit, [0, 65535] scaled to [0, 255] (as 16-bit
+    files are); every other dtype is taken as [0, 255], values used as given.
+    """
+    if X.dtype == np.uint8:
+        return
+    low, high = X.min(), X.max()
+    if X.dtype == np.uint16:
+        if 0 < high <= 255:
+            warnings.warn(
+                f"{input_name} is uint16 with its largest value {high}: uint16 images "
+                "are read as 16-bit, their range [0, 65535] scaled to [0, 255], so "
+                "these come out nearly black. If they hold 8-bit pixel values, pass "
+                f"{input_name}.astype('uint8').",
+                UserWarning,
+                stacklevel=5,
+            )
+        return
+    if low < 0 or high > 255:
+        warnings.warn(
+            f"{input_name} has pixel values outside [0, 255] (from {low:g} to "
+            f"{high:g}); images are expected in [0, 255], the range of uint8 pixels, "
+            "and are used as given. Rescale them to [0, 255], or pass 16-bit images "
+            "as uint16 (scaled from [0, 65535]).",
+            UserWarning,
+            stacklevel=5,
+        )
+    elif X.dtype.kind == "f" and 0 <= low and 0 < high <= 1.0:
+        warnings.warn(
+            f"{input_name} looks scaled to [0, 1] (its largest value is "
+            f"{high:g}); images are expected in [0, 255], the range of uint8 "
+            "pixels. Multiply by 255, or pass uint8 images.",
+            UserWarning,
+            stacklevel=5,
+        )
 
 
 @dataclass
@@ -325,15 +383,22 @@ class ImageFiles(ImageSource):
         return len(self.paths)
 
     def image_shape(self, index):
-        from PIL import Image
-
-        with Image.open(self.paths[index]) as image:
-            return image.size[::-1]
+        """(height, width) of image ``index`` as decoded: upright (EXIF applied)."""
+        return upright_size(self.paths[index])
 
     def missing(self):
         return [i for i, path in enumerate(self.paths) if not os.path.isfile(path)]
 
     def check_exist(self):
+        folders = [i for i, path in enumerate(self.paths) if os.path.isdir(path)]
+        if folders:
+            first = folders[0]
+            raise IsADirectoryError(
+                f"X[{first}] = {self.paths[first]!r} is a folder, not an image file "
+                f"({len(folders)} of the {len(self.paths)} paths in X are folders). "
+                "Pass the paths of the images it holds: load_image_folder(folder) "
+                "lists those of a class-per-folder directory."
+            )
         missing = self.missing()
         if missing:
             shown = ", ".join(repr(self.paths[i]) for i in missing[:3])
@@ -359,12 +424,13 @@ class ImageFiles(ImageSource):
             yield self._decode(start, self.paths[start : start + batch_size], size, on_error)
 
     def _decode(self, start, paths, size, on_error):
+        # One image at a time, JPEGs drafted near ``size``: memory stays bounded by
+        # the batch at ``size`` plus one source image, whatever the photos' size.
         images = np.zeros((len(paths), *size, 3), dtype=np.float32)
         failed = []
-        by_shape = {}
         for offset, path in enumerate(paths):
             try:
-                pixels = decode_image(path)
+                pixels = decode_image(path, size=size)
             except Exception as exc:  # PIL raises many types for corrupt files
                 if on_error == "raise":
                     raise ValueError(
@@ -375,10 +441,7 @@ class ImageFiles(ImageSource):
                 failed.append((start + offset, path, str(exc)))
                 images[offset] = np.nan
                 continue
-            by_shape.setdefault(pixels.shape, []).append((offset, pixels))
-        for group in by_shape.values():  # resize same-sized images together
-            offsets = [offset for offset, _ in group]
-            images[offsets] = resize(to_rgb(np.stack([p for _, p in group])), size)
+            images[offset] = resize(to_rgb(pixels[np.newaxis]), size)[0]
         return Batch(start, images, failed)
 
 

@@ -6,12 +6,23 @@ from numbers import Integral
 from ._backbone import N_BLOCKS, VGG16_LAYERS, min_image_size, resolve_layer
 from ._compat import Interval, StrOptions
 
+
+class IntInterval(Interval):
+    """``Interval(Integral, ...)`` that refuses booleans (True is an Integral)."""
+
+    def __init__(self, left, right, *, closed):
+        super().__init__(Integral, left, right, closed=closed)
+
+    def is_satisfied_by(self, val):
+        return not isinstance(val, bool) and super().is_satisfied_by(val)
+
+
 BASE_PARAMETER_CONSTRAINTS = {
     "weights": [StrOptions({"imagenet"}), None, str, os.PathLike],
-    "layer": [StrOptions(set(VGG16_LAYERS)), Interval(Integral, 1, N_BLOCKS, closed="both")],
-    "image_size": [tuple, list, Interval(Integral, 1, None, closed="left")],
+    "layer": [StrOptions(set(VGG16_LAYERS)), IntInterval(1, N_BLOCKS, closed="both")],
+    "image_size": [tuple, list, IntInterval(1, None, closed="left")],
     "preprocessing": [StrOptions({"vgg16", "rescale"})],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [IntInterval(1, None, closed="left")],
     "verbose": ["verbose"],
     "random_state": ["random_state"],
 }

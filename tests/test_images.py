@@ -11,14 +11,12 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from sklearn_convfeat import load_image_folder
+from sklearn_convfeat._decode import decode_image, resize, to_rgb
 from sklearn_convfeat._images import (
     ImageArray,
     ImageFiles,
     check_images,
-    decode_image,
     prefetch,
-    resize,
-    to_rgb,
 )
 
 # --- load_image_folder -------------------------------------------------------------

@@ -11,7 +11,8 @@ import weakref
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from .._images import ImageArray, resize, to_rgb
+from .._decode import resize, to_rgb
+from .._images import ImageArray
 from ._compiled import compile_forward, compile_gradients, compile_logits, compiled
 from ._keras_graph import (
     find_layer,

@@ -6,7 +6,7 @@ from numbers import Real
 import numpy as np
 
 from .._compat import Interval, validate_params
-from .._images import decode_image, to_rgb
+from .._decode import decode_image, to_rgb
 from ._api import explain_images
 from ._colormaps import colorize
 from ._inputs import check_heatmap, original, resize_map

@@ -4,7 +4,7 @@ noise averaging (SmoothGrad) and test-time augmentation (aug_smooth)."""
 import numpy as np
 from sklearn.utils import Bunch
 
-from .._images import resize
+from .._decode import resize
 from ._base import LayerBatch
 from ._inputs import batches, normalise, resize_map
 

@@ -6,7 +6,8 @@ from numbers import Integral
 
 import numpy as np
 
-from .._images import ImageArray, ImageFiles, check_images, decode_image, resize, to_rgb
+from .._decode import decode_image, resize, to_rgb
+from .._images import ImageArray, ImageFiles, check_images
 
 
 def check_X(X, adapter):

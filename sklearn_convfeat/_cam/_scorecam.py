@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._images import resize
+from .._decode import resize
 from ._base import CamMethod, top_channels
 
 
