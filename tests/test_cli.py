@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
 
-from sklearn_convfeat import ConvFeatureExtractor, FineTuner
+from sklearn_convfeat import ConvFeatureExtractor, FineTuner, load
 from sklearn_convfeat.cli import main
 
 TINY = ["--weights", "random", "--image-size", "32"]
@@ -70,7 +72,7 @@ def runs(tmp_path_factory):
     data = make_dataset(root / "data")
     started = {
         "evaluate": convfeat(
-            "evaluate", data, *TINY, "--pooling", "avg", "--save", root / "model.joblib"
+            "evaluate", data, *TINY, "--pooling", "avg", "--save", root / "model.skops"
         ),
         "finetune": convfeat(
             "finetune",
@@ -83,7 +85,7 @@ def runs(tmp_path_factory):
             "--batch-size",
             "4",
             "--save",
-            root / "tuner.joblib",
+            root / "tuner.skops",
         ),
         "missing": convfeat("extract", root / "nowhere", "-o", root / "f.npy"),
         "unfreeze": convfeat("finetune", data, *TINY, "--unfreeze", "9"),
@@ -104,7 +106,7 @@ def runs(tmp_path_factory):
         "cam",
         image,
         "--model",
-        root / "model.joblib",
+        root / "model.skops",
         "-o",
         root / "cam.png",
         "--target",
@@ -145,7 +147,7 @@ def test_evaluate_reports_every_split_and_saves_the_pipeline(runs):
         ["test", "8"],
     ]
     assert all(0.0 <= float(line.split()[2]) <= 1.0 for line in table)
-    pipeline = joblib.load(root / "model.joblib")
+    pipeline = load(root / "model.skops")
     assert set(pipeline.predict(image_paths(root / "data" / "test"))) <= {
         "cats",
         "dogs",
@@ -173,7 +175,7 @@ def test_finetune_reports_accuracy_and_saves_a_fitted_tuner(runs):
     assert [row.split()[:2] for row in rows] == [["validation", "8"], ["test", "8"]]
     assert "wall time (fit + evaluate):" in result.stdout
     assert "Epoch 1/2" in result.stdout  # Keras' progress bars, not --quiet
-    tuner = joblib.load(root / "tuner.joblib")
+    tuner = load(root / "tuner.skops")
     assert isinstance(tuner, FineTuner) and tuner.history_["phase"] == [1, 1, 2]
     assert set(tuner.predict(image_paths(root / "data" / "test"))) <= {"cats", "dogs"}
 
@@ -401,3 +403,41 @@ def test_extract_takes_a_single_class_folder(tmp_path, capsys):
     assert main(["extract", str(root), "-o", str(out), *TINY, "--quiet"]) == 0
     assert np.load(out).shape[0] == 3
     assert "classes ['cats']" in capsys.readouterr().out
+
+
+def test_cam_reads_a_pickle_only_when_trusted(tmp_path, capsys):
+    X = np.random.default_rng(0).integers(0, 256, size=(4, 32, 32, 3), dtype=np.uint8)
+    image = tmp_path / "picture.png"
+    Image.fromarray(X[0]).save(image)
+    extractor = ConvFeatureExtractor(weights=None, image_size=32, random_state=0)
+    pipeline = Pipeline([("feat", extractor), ("clf", LogisticRegression())])
+    joblib.dump(pipeline.fit(X, [0, 1, 0, 1]), tmp_path / "model.joblib")
+    args = ["cam", str(image), "--model", str(tmp_path / "model.joblib"),
+            "-o", str(tmp_path / "cam.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "not a skops file" in err and "--trust-pickle" in err and err.count("\n") == 1
+    assert not (tmp_path / "cam.png").exists()
+    with pytest.warns(UserWarning, match="pickle"):
+        assert main([*args, "--trust-pickle"]) == 0
+    assert (tmp_path / "cam.png").is_file()
+
+
+def test_cam_refuses_an_image_given_as_the_model(tmp_path, capsys):
+    image = tmp_path / "picture.png"
+    Image.new("RGB", (32, 32)).save(image)
+    args = ["cam", str(image), "--model", str(image), "-o", str(tmp_path / "cam.png")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--model" in err and "KeyError" not in err and err.count("\n") == 1
+
+
+def test_evaluate_without_data_dir_fetches_the_example_data(monkeypatch, capsys):
+    from sklearn_convfeat import datasets
+
+    def offline(**kwargs):
+        raise OSError("no internet here; pass data_home or set SKLEARN_CONVFEAT_DATA")
+
+    monkeypatch.setattr(datasets, "fetch_cats_and_dogs", offline)
+    assert main(["evaluate", *TINY]) == 2
+    assert "SKLEARN_CONVFEAT_DATA" in capsys.readouterr().err

@@ -3,7 +3,7 @@
 ``convfeat extract INPUT -o OUT`` writes the features of a class-per-folder directory,
 a folder of images or a text file listing image paths to ``.npy`` or ``.parquet``.
 
-``convfeat evaluate DATA_DIR`` fits ``Pipeline([ConvFeatureExtractor, classifier])`` on
+``convfeat evaluate [DATA_DIR]`` fits ``Pipeline([ConvFeatureExtractor, classifier])`` on
 ``DATA_DIR/train`` and reports accuracy on ``DATA_DIR/validation`` and ``DATA_DIR/test``
 (each a class-per-folder directory), with timings.
 
@@ -11,7 +11,8 @@ a folder of images or a text file listing image paths to ``.npy`` or ``.parquet`
 ``DATA_DIR/validation`` as validation data) and reports accuracy and wall time.
 
 ``convfeat cam IMAGE... --model FILE -o OUT`` writes Grad-CAM overlays of a fitted model
-saved with ``joblib.dump`` (a FineTuner or a feature pipeline) or with Keras (``.keras``).
+saved with ``sklearn_convfeat.save`` (a FineTuner or a feature pipeline) or with Keras
+(``.keras``); a pickle only with ``--trust-pickle``.
 
 Every error is one line, ``convfeat <command>: error: ...``, and exit status 2. Inputs
 and output paths are checked before TensorFlow is even imported, so a typo costs

@@ -128,7 +128,13 @@ def training_inputs(args, say):
     if args.save:
         check_output(args.save, "--save")
     weights = check_weights(args.weights)
-    splits = load_splits(args.data_dir)
+    data_dir = args.data_dir
+    if data_dir is None:
+        from ..datasets import fetch_cats_and_dogs
+
+        data_dir = fetch_cats_and_dogs().path
+        say(f"DATA_DIR: {data_dir}")
+    splits = load_splits(data_dir)
     paths, labels = splits.pop("train")
     say(f"train: {len(paths)} images, classes {sorted(set(labels))}")
     import_tensorflow_quietly()

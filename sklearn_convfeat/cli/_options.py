@@ -73,7 +73,12 @@ def add_batch_size(command, default=32, help="images per forward pass"):
 
 
 def add_save(command, what):
-    command.add_argument("--save", metavar="FILE", help=f"joblib.dump the fitted {what} here")
+    command.add_argument(
+        "--save",
+        metavar="FILE",
+        help=f"save the fitted {what} here with sklearn_convfeat.save (a skops file, "
+        "which runs no code when loaded; e.g. model.skops)",
+    )
 
 
 def add_quiet(command):

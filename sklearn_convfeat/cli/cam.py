@@ -24,7 +24,7 @@ def add_parser(commands):
         ),
         epilog=(
             "example:\n"
-            "  convfeat cam test/dogs/dog.1500.jpg --model tuner.joblib -o dog_cam.png"
+            "  convfeat cam test/dogs/dog.1500.jpg --model tuner.skops -o dog_cam.png"
         ),
     )
     command.add_argument("images", nargs="+", metavar="IMAGE", help="image file(s)")
@@ -32,8 +32,14 @@ def add_parser(commands):
         "--model",
         required=True,
         metavar="FILE",
-        help="a fitted FineTuner or Pipeline saved with joblib.dump (e.g. by "
-        "'convfeat evaluate --save'), or a Keras model saved as .keras",
+        help="a fitted FineTuner or Pipeline saved with sklearn_convfeat.save (e.g. "
+        "by 'convfeat evaluate --save'), or a Keras model saved as .keras",
+    )
+    command.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="also read --model as a pickle (joblib.dump). WARNING: loading a pickle "
+        "runs any code it holds; use it only for files you made or trust",
     )
     command.add_argument(
         "-o",
@@ -62,21 +68,28 @@ def add_parser(commands):
     )
 
 
-def load_model(path):
-    """A model saved by joblib.dump, or a Keras model saved as .keras/.h5."""
+def load_model(path, trust_pickle=False):
+    """A model saved by ``sklearn_convfeat.save`` (skops), or a Keras ``.keras`` file.
+
+    Neither format runs code when loaded. A pickle (``joblib.dump``) is read only with
+    ``trust_pickle``, since loading one runs whatever it holds.
+    """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--model {path!r} is not a file.")
-    if path.endswith((".keras", ".h5")):
+    if path.endswith(".keras"):
         import keras
 
-        return keras.models.load_model(path, compile=False)
-    import joblib
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    from .. import load
 
-    model = joblib.load(path)
+    try:
+        model = load(path, allow_pickle=trust_pickle)
+    except ValueError as exc:  # not a skops file: say what the command line offers
+        raise CommandError(f"--model {path!r}: {exc}") from exc
     if not hasattr(model, "predict") and not hasattr(model, "layers"):
-        raise ValueError(
+        raise CommandError(
             f"--model {path!r} holds a {type(model).__name__}, not a fitted model. Save "
-            "a fitted FineTuner or Pipeline with joblib.dump(model, path)."
+            "a fitted FineTuner or Pipeline with sklearn_convfeat.save(model, path)."
         )
     return model
 
@@ -122,7 +135,7 @@ def run(args, out=None):
         )
     outputs = output_paths(args.output, args.images)
     import_tensorflow_quietly()
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     classes = getattr(model, "classes_", None)
     target = parse_choice(args.target, None if classes is None else list(classes))
     display = CamDisplay.from_estimator(

@@ -30,10 +30,17 @@ def add_parser(commands):
         epilog=(
             "example:\n"
             "  convfeat evaluate cats_and_dogs_small --weights vgg16_notop.weights.h5 "
-            "--save model.joblib"
+            "--save model.skops"
         ),
     )
-    command.add_argument("data_dir", metavar="DATA_DIR")
+    command.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        nargs="?",
+        help="folder with train/ (and validation/, test/) class folders (default: "
+        "the cats-vs-dogs photos of TensorFlow's tutorials, downloaded once by "
+        "sklearn_convfeat.datasets.fetch_cats_and_dogs)",
+    )
     add_weights(command)
     command.add_argument(
         "--classifier",
@@ -50,7 +57,7 @@ def add_parser(commands):
 
 
 def run(args, out=None):
-    import joblib
+    from .. import save
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
@@ -93,6 +100,6 @@ def run(args, out=None):
 
     accuracy_table(say, rows, with_fit=True)
     if args.save:
-        joblib.dump(pipeline, args.save)
+        save(pipeline, args.save)
         say(f"saved the fitted pipeline to {args.save}")
     return rows

@@ -31,10 +31,17 @@ def add_parser(commands):
         epilog=(
             "example (the book's recipe, with early stopping instead of 100 epochs):\n"
             "  convfeat finetune cats_and_dogs_small --weights vgg16_notop.weights.h5 \\\n"
-            "      --fine-tune-epochs 15 --early-stopping --patience 3 --save tuner.joblib"
+            "      --fine-tune-epochs 15 --early-stopping --patience 3 --save tuner.skops"
         ),
     )
-    command.add_argument("data_dir", metavar="DATA_DIR")
+    command.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        nargs="?",
+        help="folder with train/ (and validation/, test/) class folders (default: "
+        "the cats-vs-dogs photos of TensorFlow's tutorials, downloaded once by "
+        "sklearn_convfeat.datasets.fetch_cats_and_dogs)",
+    )
     add_weights(command)
     command.add_argument(
         "--unfreeze",
@@ -89,7 +96,7 @@ def add_parser(commands):
 
 
 def run(args, out=None):
-    import joblib
+    from .. import save
 
     from .. import FineTuner
 
@@ -132,6 +139,6 @@ def run(args, out=None):
         accuracy_table(say, rows, timing="predict s")
     say(f"wall time (fit + evaluate): {time.perf_counter() - started:.1f} s")
     if args.save:
-        joblib.dump(tuner, args.save)
+        save(tuner, args.save)
         say(f"saved the fitted FineTuner to {args.save}")
     return tuner
