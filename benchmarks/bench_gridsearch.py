@@ -94,7 +94,7 @@ def main(argv=None):
     _, search_seconds = _common.timed(search.fit, paths, labels)
     cache_mb = None
     if memory is not None:
-        cache_mb = sum(p.stat().st_size for p in Path(memory).rglob("*.npy")) / 2**20
+        cache_mb = sum(p.stat().st_size for p in Path(memory).rglob("*.map")) / 2**20
         if args.memory == "fresh":
             shutil.rmtree(memory, ignore_errors=True)
     best_layer = search.best_params_["feat__layer"]
