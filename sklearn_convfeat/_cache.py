@@ -321,12 +321,17 @@ def cached_transform(
         start, rows = work.pop()
         run = segment(start, WAYPOINT_LAYERS)
         if start is None:
-            batches = _decoded_batches(images, rows, batch_size, image_size, on_error, skipped)
+            batches = _decoded_batches(images, rows, batch_size, image_size, on_error)
         else:
-            evicted = []
-            batches = _cached_batches(store, keys, start, map_shape(start), rows,
-                                      batch_size, evicted)
-        for batch_rows, inputs in batches:
+            batches = _cached_batches(store, keys, start, map_shape(start), rows, batch_size)
+        evicted = []
+        for batch_rows, inputs, left_out in batches:
+            if start is None:
+                skipped.extend(left_out)
+            else:
+                evicted.extend(left_out)
+            if not batch_rows:
+                continue
             outputs = run(inputs)
             for output_layer, layer_maps in outputs.items():
                 for row, maps in zip(batch_rows, layer_maps):
@@ -334,28 +339,27 @@ def cached_transform(
             out[batch_rows] = pool_array(outputs[layer], pooling)
             if progress is not None:
                 progress.add(1)
-        if start is not None and evicted:  # gone since we looked: from the pixels
+        if evicted:  # cached maps gone since we looked: start those from the pixels
             work.append((None, evicted))
     for index, _, _ in skipped:
         out[index] = np.nan
     return out, skipped
 
 
-def _decoded_batches(images, rows, batch_size, image_size, on_error, skipped):
-    """(rows, decoded images) batches; unreadable files go to ``skipped``."""
+def _decoded_batches(images, rows, batch_size, image_size, on_error):
+    """(rows, decoded images, [(row, path, reason) of unreadable files]) batches."""
     batches = readable_batches(images.subset(rows), batch_size, image_size, on_error)
     for offsets, decoded, failed in batches:
-        skipped.extend((rows[offset], path, reason) for offset, path, reason in failed)
-        if offsets:
-            yield [rows[offset] for offset in offsets], decoded
+        failed = [(rows[offset], path, reason) for offset, path, reason in failed]
+        yield [rows[offset] for offset in offsets], decoded, failed
 
 
-def _cached_batches(store, keys, start, shape, rows, batch_size, evicted):
-    """(rows, cached maps of ``start``) batches; rows whose map is gone go to ``evicted``."""
+def _cached_batches(store, keys, start, shape, rows, batch_size):
+    """(rows, cached maps of ``start``, [rows whose map is gone]) batches."""
     for first in range(0, len(rows), batch_size):
-        found = []
+        found, gone = [], []
         for row in rows[first : first + batch_size]:
             maps = store.get(start, keys[row], shape)
-            (evicted.append(row) if maps is None else found.append((row, maps)))
-        if found:
-            yield [row for row, _ in found], np.stack([maps for _, maps in found])
+            (gone.append(row) if maps is None else found.append((row, maps)))
+        inputs = np.stack([maps for _, maps in found]) if found else None
+        yield [row for row, _ in found], inputs, gone
