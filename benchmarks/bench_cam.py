@@ -12,13 +12,18 @@ Setup
     Both models are fitted on ``--limit`` train/ images (every k-th, both classes;
     150x150, ``preprocessing="vgg16"``): the LogisticRegression pipeline on
     block5_pool features; the FineTuner with short phases (``--head-epochs``,
-    ``--fine-tune-epochs``) or loaded from ``--finetuner``. Every method explains the
-    predicted class on block5_conv3. Metrics on ``--images`` test images (every k-th
-    file, both classes), ``cam_metrics`` with ``--steps`` deletion/insertion steps
-    and ROAD at ``--percentiles``; one random saliency map per image is the baseline
-    of all methods. Score-CAM and Ablation-CAM try ``--max-channels`` channels per
-    image. An overlay grid (rows = images, columns = methods) per model goes to
-    ``docs/images/``. Then 50 ``cam`` calls on 4 images, RSS read before and after.
+    ``--fine-tune-epochs``, the frozen-prefix cache on) or loaded from
+    ``--finetuner``; ``--models DIR`` saves both (or loads them when saved). Every
+    method explains the predicted class on block5_conv3. Metrics on ``--images`` test
+    images (every k-th file, both classes), ``cam_metrics`` with ``--steps``
+    deletion/insertion steps and ROAD at ``--percentiles``; one random saliency map
+    per image (drawn with the first method's metrics) is the baseline of all
+    methods, averaged over the images each method ran on. The aug_smooth and
+    SmoothGrad variants run on ``--smoothed-images`` of them, Score-CAM and
+    Ablation-CAM on ``--expensive-images`` of those, trying ``--max-channels``
+    channels per image. An overlay grid (rows = images, columns = methods) per model
+    goes to ``docs/images/``. Then ``--memory-calls`` (50) ``cam`` calls on 4 images,
+    RSS read before and after.
 
 Published reference
     Petsiuk et al. (RISE, BMVC 2018), ResNet50 on ImageNet: Grad-CAM deletion 0.123,
@@ -68,6 +73,9 @@ METHODS = (
 )
 # One forward pass per channel and image: run on --expensive-images only.
 EXPENSIVE = ("scorecam", "ablationcam")
+# 4 or 8 gradient passes per image: run on --smoothed-images only.
+SMOOTHED = ("gradcam+aug_smooth", "layercam+aug_smooth", "gradcam+smoothgrad",
+            "layercam+smoothgrad")
 METRIC_COLUMNS = ("deletion", "insertion", "road", "confidence")
 
 
@@ -199,8 +207,11 @@ def main(argv=None):
     arguments.add_argument("--limit", type=int, default=600, help="training images")
     arguments.add_argument("--images", "--faithfulness-images", dest="images", type=int,
                            default=20, help="test images measured")
+    arguments.add_argument("--smoothed-images", type=int,
+                           help="the aug_smooth and SmoothGrad variants on this many of "
+                           "them (default: all)")
     arguments.add_argument("--expensive-images", type=int,
-                           help="Score-CAM and Ablation-CAM on this many of them "
+                           help="Score-CAM and Ablation-CAM on this many of those "
                            "(default: all)")
     arguments.add_argument("--show", type=int, default=4, help="test images in the grid")
     arguments.add_argument("--steps", type=int, default=10)
@@ -216,8 +227,10 @@ def main(argv=None):
     models, fit_seconds = fit_models(args, weights)
     images, labels = load_split(args.data, "test", args.images)
     images = np.asarray(images)
-    shown_rows = spread(len(images), args.show)
-    expensive_rows = spread(len(images), args.expensive_images)
+    # Nested subsets, so the grid's images have every method's heatmap.
+    smoothed_rows = spread(len(images), args.smoothed_images)
+    expensive_rows = smoothed_rows[spread(len(smoothed_rows), args.expensive_images)]
+    shown_rows = expensive_rows[spread(len(expensive_rows), args.show)]
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
     results = {
@@ -225,6 +238,8 @@ def main(argv=None):
         "fit_seconds": fit_seconds,
         "shown_images": [str(Path(p).relative_to(Path(args.data)))
                          for p in images[shown_rows]],
+        "smoothed_images": [str(Path(p).relative_to(Path(args.data)))
+                            for p in images[smoothed_rows]],
         "expensive_images": [str(Path(p).relative_to(Path(args.data)))
                              for p in images[expensive_rows]],
         "accuracy": {}, "random_baselines": {}, "rows": [], "memory": None,
@@ -237,7 +252,8 @@ def main(argv=None):
         random_scores = None
         grid = {}
         for name, keywords in methods:
-            rows = expensive_rows if name in EXPENSIVE else np.arange(len(images))
+            rows = (expensive_rows if name in EXPENSIVE else
+                    smoothed_rows if name in SMOOTHED else np.arange(len(images)))
             heatmaps, seconds = _common.timed(
                 cam, model, images[rows], **keywords, max_channels=args.max_channels,
             )
