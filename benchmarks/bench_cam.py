@@ -12,13 +12,18 @@ Setup
     Both models are fitted on ``--limit`` train/ images (every k-th, both classes;
     150x150, ``preprocessing="vgg16"``): the LogisticRegression pipeline on
     block5_pool features; the FineTuner with short phases (``--head-epochs``,
-    ``--fine-tune-epochs``) or loaded from ``--finetuner``. Every method explains the
-    predicted class on block5_conv3. Metrics on ``--images`` test images (every k-th
-    file, both classes), ``cam_metrics`` with ``--steps`` deletion/insertion steps
-    and ROAD at ``--percentiles``; one random saliency map per image is the baseline
-    of all methods. Score-CAM and Ablation-CAM try ``--max-channels`` channels per
-    image. An overlay grid (rows = images, columns = methods) per model goes to
-    ``docs/images/``. Then 50 ``cam`` calls on 4 images, RSS read before and after.
+    ``--fine-tune-epochs``, the frozen-prefix cache on) or loaded from
+    ``--finetuner``; ``--models DIR`` saves both (or loads them when saved). Every
+    method explains the predicted class on block5_conv3. Metrics on ``--images`` test
+    images (every k-th file, both classes), ``cam_metrics`` with ``--steps``
+    deletion/insertion steps and ROAD at ``--percentiles``; one random saliency map
+    per image (drawn with the first method's metrics) is the baseline of all
+    methods, averaged over the images each method ran on. The aug_smooth and
+    SmoothGrad variants run on ``--smoothed-images`` of them, Score-CAM and
+    Ablation-CAM on ``--expensive-images`` of those, trying ``--max-channels``
+    channels per image. An overlay grid (rows = images, columns = methods) per model
+    goes to ``docs/images/``. Then ``--memory-calls`` (50) ``cam`` calls on 4 images,
+    RSS read before and after.
 
 Published reference
     Petsiuk et al. (RISE, BMVC 2018), ResNet50 on ImageNet: Grad-CAM deletion 0.123,
@@ -50,6 +55,7 @@ from sklearn_convfeat import (
 )
 
 DOCS_IMAGES = _common.REPO / "docs" / "images"
+MODELS = ("finetuner", "logreg_pipeline")
 # (column name, cam keywords)
 METHODS = (
     ("gradcam", {"method": "gradcam"}),
@@ -58,14 +64,28 @@ METHODS = (
     ("xgradcam", {"method": "xgradcam"}),
     ("layercam", {"method": "layercam"}),
     ("gradcam+aug_smooth", {"method": "gradcam", "aug_smooth": True}),
+    ("layercam+aug_smooth", {"method": "layercam", "aug_smooth": True}),
+    ("gradcam+smoothgrad", {"method": "gradcam", "n_samples": 8}),
+    ("layercam+smoothgrad", {"method": "layercam", "n_samples": 8}),
     ("eigencam", {"method": "eigencam"}),
     ("scorecam", {"method": "scorecam"}),
     ("ablationcam", {"method": "ablationcam"}),
 )
+# One forward pass per channel and image: run on --expensive-images only.
+EXPENSIVE = ("scorecam", "ablationcam")
+# 4 or 8 gradient passes per image: run on --smoothed-images only.
+SMOOTHED = ("gradcam+aug_smooth", "layercam+aug_smooth", "gradcam+smoothgrad",
+            "layercam+smoothgrad")
 METRIC_COLUMNS = ("deletion", "insertion", "road", "confidence")
 
 
 def fit_models(args, weights):
+    """Both fitted models; with ``--models DIR``, loaded from there when saved by an
+    earlier run (else fitted and saved), so a timing run and the full run share them."""
+    saved = Path(args.models) if args.models else None
+    if saved and all((saved / f"{name}.joblib").is_file() for name in MODELS):
+        models = {name: joblib.load(saved / f"{name}.joblib") for name in MODELS}
+        return models, {name: None for name in MODELS}
     train = load_split(args.data, "train", args.limit)
     pipeline = Pipeline([
         ("feat", ConvFeatureExtractor(weights=weights, image_size=args.image_size)),
@@ -83,7 +103,12 @@ def fit_models(args, weights):
             random_state=0,
         )
         _, fit_seconds["finetuner"] = _common.timed(tuner.fit, *train)
-    return {"finetuner": tuner, "logreg_pipeline": pipeline}, fit_seconds
+    models = {"finetuner": tuner, "logreg_pipeline": pipeline}
+    if saved:
+        saved.mkdir(parents=True, exist_ok=True)
+        for name, model in models.items():
+            joblib.dump(model, saved / f"{name}.joblib")
+    return models, fit_seconds
 
 
 def rss_mb():
@@ -107,11 +132,67 @@ def overlay_grid(images, heatmaps_by_method, path):
         axes[i, 0].imshow(picture)
         axes[0, 0].set_title("image", fontsize=8)
         for j, name in enumerate(names, start=1):
-            axes[i, j].imshow(overlay(picture, heatmaps_by_method[name][i]))
+            heatmap = heatmaps_by_method[name][i]
+            if heatmap is not None:  # None: not an image this method ran on
+                axes[i, j].imshow(overlay(picture, heatmap))
             axes[0, j].set_title(name, fontsize=8)
         for ax in axes[i]:
             ax.set_axis_off()
     figure.savefig(path, dpi=80)
+
+
+def spread(n, count):
+    """``count`` indices spread over ``range(n)`` (both classes: files are sorted)."""
+    if count is None or count >= n:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, count).round().astype(int))
+
+
+def random_by_image(scores, rows, n_images):
+    """The random maps' score per image (NaN for images not among ``rows``)."""
+    columns = {metric: scores[metric].random for metric in METRIC_COLUMNS}
+    columns["increase"] = scores.confidence.random_increase
+    by_image = {}
+    for name, values in columns.items():
+        by_image[name] = np.full(n_images, np.nan)
+        by_image[name][rows] = values
+    return by_image
+
+
+def random_columns(random_scores, rows):
+    """The random baseline's means over the images ``rows``."""
+    return {f"random_{name}": float(values[rows].mean())
+            for name, values in random_scores.items()}
+
+
+def method_row(model_name, name, scores, random_scores, rows, seconds, metric_seconds):
+    row = {"model": model_name, "method": name, "images": len(rows),
+           "seconds_per_image": seconds / len(rows),
+           "metric_seconds_per_image": metric_seconds / len(rows)}
+    for metric in METRIC_COLUMNS:
+        row[metric] = scores[metric].mean
+    row["increase"] = scores.confidence.mean_increase
+    row.update(random_columns(random_scores, rows))
+    row["beats_random_deletion"] = row["deletion"] < row["random_deletion"]
+    row["beats_random_insertion"] = row["insertion"] > row["random_insertion"]
+    for metric in METRIC_COLUMNS:
+        row[f"{metric}_per_image"] = scores[metric].score.round(4).tolist()
+    return row
+
+
+def measure_memory(model, images, calls=50):
+    """RSS before and after ``calls`` cam() calls on 4 images, after a warm-up call."""
+    cam(model, images[:4])
+    gc.collect()
+    before = rss_mb()
+    start = time.perf_counter()
+    for _ in range(calls):
+        cam(model, images[:4])
+    gc.collect()
+    after = rss_mb()
+    return {"calls": calls, "images_per_call": 4, "rss_before_mb": before,
+            "rss_after_mb": after, "growth_mb": after - before,
+            "seconds": time.perf_counter() - start}
 
 
 def main(argv=None):
@@ -119,16 +200,25 @@ def main(argv=None):
     arguments.add_argument("--image-size", type=int, default=150)
     arguments.add_argument("--finetuner", metavar="FILE",
                            help="a fitted FineTuner saved with joblib.dump")
+    arguments.add_argument("--models", metavar="DIR",
+                           help="load both fitted models from DIR, or fit and save them there")
     arguments.add_argument("--head-epochs", type=int, default=5)
     arguments.add_argument("--fine-tune-epochs", type=int, default=1)
     arguments.add_argument("--limit", type=int, default=600, help="training images")
     arguments.add_argument("--images", "--faithfulness-images", dest="images", type=int,
                            default=20, help="test images measured")
+    arguments.add_argument("--smoothed-images", type=int,
+                           help="the aug_smooth and SmoothGrad variants on this many of "
+                           "them (default: all)")
+    arguments.add_argument("--expensive-images", type=int,
+                           help="Score-CAM and Ablation-CAM on this many of those "
+                           "(default: all)")
     arguments.add_argument("--show", type=int, default=4, help="test images in the grid")
     arguments.add_argument("--steps", type=int, default=10)
     arguments.add_argument("--percentiles", type=float, nargs="+", default=[20, 50, 80])
     arguments.add_argument("--max-channels", type=int, default=32)
     arguments.add_argument("--methods", nargs="+", default=[name for name, _ in METHODS])
+    arguments.add_argument("--memory-calls", type=int, default=50)
     arguments.add_argument("--figures", default=str(DOCS_IMAGES))
     args = arguments.parse_args(argv)
     weights = _common.weights_argument(args.weights)
@@ -136,70 +226,72 @@ def main(argv=None):
 
     models, fit_seconds = fit_models(args, weights)
     images, labels = load_split(args.data, "test", args.images)
-    shown = images[:: max(1, len(images) // args.show)][: args.show]
+    images = np.asarray(images)
+    # Nested subsets, so the grid's images have every method's heatmap.
+    smoothed_rows = spread(len(images), args.smoothed_images)
+    expensive_rows = smoothed_rows[spread(len(smoothed_rows), args.expensive_images)]
+    shown_rows = expensive_rows[spread(len(expensive_rows), args.show)]
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
-    rows = []
+    results = {
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "fit_seconds": fit_seconds,
+        "shown_images": [str(Path(p).relative_to(Path(args.data)))
+                         for p in images[shown_rows]],
+        "smoothed_images": [str(Path(p).relative_to(Path(args.data)))
+                            for p in images[smoothed_rows]],
+        "expensive_images": [str(Path(p).relative_to(Path(args.data)))
+                             for p in images[expensive_rows]],
+        "accuracy": {}, "random_baselines": {}, "rows": [], "memory": None,
+        "complete": False,
+    }
     for model_name, model in models.items():
-        accuracy = float(np.mean(model.predict(images) == labels))
+        results["accuracy"][model_name] = float(np.mean(model.predict(images) == labels))
+        # One random saliency map per image, drawn with the first method's metrics:
+        # the baseline of every method (on the images each ran on).
         random_scores = None
         grid = {}
         for name, keywords in methods:
-            options = {**keywords, "max_channels": args.max_channels}
-            heatmaps, seconds = _common.timed(cam, model, images, **options)
-            grid[name] = [heatmaps[list(images).index(path)] for path in shown]
+            rows = (expensive_rows if name in EXPENSIVE else
+                    smoothed_rows if name in SMOOTHED else np.arange(len(images)))
+            heatmaps, seconds = _common.timed(
+                cam, model, images[rows], **keywords, max_channels=args.max_channels,
+            )
+            grid[name] = [heatmaps[list(rows).index(i)] if i in rows else None
+                          for i in shown_rows]
             scores, metric_seconds = _common.timed(
-                cam_metrics, model, images, heatmaps, steps=args.steps,
+                cam_metrics, model, images[rows], heatmaps, steps=args.steps,
                 percentiles=args.percentiles, random_state=0,
                 random_baseline=random_scores is None,
             )
             if random_scores is None:
-                random_scores = scores
-            row = {"model": model_name, "method": name, "images": len(images),
-                   "test_accuracy_on_these": accuracy,
-                   "seconds_per_image": seconds / len(images),
-                   "metric_seconds": metric_seconds}
-            for metric in METRIC_COLUMNS:
-                row[metric] = scores[metric].mean
-                row[f"random_{metric}"] = random_scores[metric].random_mean
-                row[f"{metric}_per_image"] = scores[metric].score.round(4).tolist()
-            row["increase"] = scores.confidence.mean_increase
-            row["random_increase"] = random_scores.confidence.random_mean_increase
-            rows.append(row)
+                random_scores = random_by_image(scores, rows, len(images))
+                results["random_baselines"][model_name] = {
+                    "measured_with": name,
+                    **{metric: values.round(4).tolist()
+                       for metric, values in random_scores.items()},
+                }
+            row = method_row(model_name, name, scores, random_scores, rows, seconds,
+                             metric_seconds)
+            baseline = results["random_baselines"][model_name]
+            row["metric_seconds_include_random"] = baseline["measured_with"] == name
+            results["rows"].append(row)
             print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
-                   if not k.endswith("per_image")}, flush=True)
-        figure_path = figures / f"cam_methods_{model_name}.png"
-        overlay_grid(shown, grid, figure_path)
+                   if not k.endswith("per_image") or k.startswith(("seconds", "metric"))},
+                  flush=True)
+            _common.write_results("bench_cam", results, args.out)  # a checkpoint
+        overlay_grid(images[shown_rows], grid, figures / f"cam_methods_{model_name}.png")
 
-    # Memory: 50 calls in this process, after a warm-up call.
-    model = models["logreg_pipeline"]
-    cam(model, images[:4])
-    gc.collect()
-    before = rss_mb()
-    start = time.perf_counter()
-    for _ in range(50):
-        cam(model, images[:4])
-    gc.collect()
-    after = rss_mb()
-    memory = {"calls": 50, "images_per_call": 4, "rss_before_mb": before,
-              "rss_after_mb": after, "growth_mb": after - before,
-              "seconds": time.perf_counter() - start}
-    print(f"\nRSS over 50 cam() calls: {before:.0f} -> {after:.0f} MB "
-          f"(+{after - before:.1f} MB)")
-    columns = ["model", "method", "deletion", "random_deletion", "insertion",
+    memory = measure_memory(models["logreg_pipeline"], images, args.memory_calls)
+    results["memory"] = memory
+    results["complete"] = True
+    print(f"\nRSS over {memory['calls']} cam() calls: {memory['rss_before_mb']:.0f} -> "
+          f"{memory['rss_after_mb']:.0f} MB (+{memory['growth_mb']:.1f} MB)")
+    columns = ["model", "method", "images", "deletion", "random_deletion", "insertion",
                "random_insertion", "road", "random_road", "confidence",
                "random_confidence", "increase", "random_increase", "seconds_per_image"]
-    _common.print_table(rows, columns)
-    results = {
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "fit_seconds": fit_seconds,
-        "shown_images": [str(Path(p).relative_to(Path(args.data))) for p in shown],
-        "rows": rows,
-        "memory": memory,
-    }
-    path = _common.write_results("bench_cam", results, args.out)
-    print(f"\nresults: {path}")
-    return results
+    _common.print_table(results["rows"], columns)
+    return _common.save_results("bench_cam", results, args.out)
 
 
 if __name__ == "__main__":

@@ -221,17 +221,38 @@ def test_plot_results(bench, dataset, smoke_results, tmp_path, model_cache):
 def test_bench_cam(bench, dataset, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "cam.json"
+    figures = tmp_path / "figures"
+    methods = ["gradcam", "layercam+aug_smooth", "gradcam+smoothgrad", "scorecam"]
     bench("bench_cam").main([
         "--data", str(dataset), "--weights", "random", "--image-size", "32",
-        "--head-epochs", "1", "--fine-tune-epochs", "1", "--show", "2",
-        "--faithfulness-images", "4", "--figures", str(tmp_path / "figures"),
-        "--out", str(out),
+        "--head-epochs", "1", "--fine-tune-epochs", "1", "--limit", "8", "--show", "2",
+        "--images", "4", "--expensive-images", "2", "--max-channels", "4",
+        "--memory-calls", "2", "--methods", *methods, "--figures", str(figures),
+        "--models", str(tmp_path / "models"), "--out", str(out),
     ])
     results = json.loads(out.read_text())
-    rows = {row["model"]: row for row in results["rows"]}
-    assert set(rows) == {"finetuner", "logreg_pipeline"}
-    for row in rows.values():
-        assert row["images"] == 4
-        assert 0 <= row["gradcam_deletion_auc"] <= 1 and 0 <= row["random_deletion_auc"] <= 1
-        assert Path(row["figure"]).stat().st_size > 0
-    assert len(results["shown_images"]) == 2
+    assert results["complete"]
+    assert [(row["model"], row["method"]) for row in results["rows"]] == [
+        (model, method) for model in ("finetuner", "logreg_pipeline") for method in methods
+    ]
+    for row in results["rows"]:
+        assert row["images"] == (2 if row["method"] == "scorecam" else 4)
+        assert len(row["deletion_per_image"]) == row["images"]
+        for metric in ("deletion", "insertion"):
+            assert 0 <= row[metric] <= 1 and 0 <= row[f"random_{metric}"] <= 1
+        assert row["beats_random_deletion"] == (row["deletion"] < row["random_deletion"])
+        assert 0 <= row["confidence"] <= 100 and row["seconds_per_image"] > 0
+    for model in ("finetuner", "logreg_pipeline"):
+        assert (figures / f"cam_methods_{model}.png").stat().st_size > 0
+        assert results["random_baselines"][model]["measured_with"] == "gradcam"
+    memory = results["memory"]
+    assert memory["calls"] == 2 and memory["rss_after_mb"] > 0
+    assert len(results["shown_images"]) == 2 and len(results["expensive_images"]) == 2
+    # A second run loads the saved models instead of fitting them again.
+    again = bench("bench_cam").main([
+        "--data", str(dataset), "--weights", "random", "--image-size", "32",
+        "--images", "2", "--methods", "gradcam", "--memory-calls", "1",
+        "--figures", str(figures), "--models", str(tmp_path / "models"),
+        "--out", str(tmp_path / "again.json"),
+    ])
+    assert again["fit_seconds"] == {"finetuner": None, "logreg_pipeline": None}

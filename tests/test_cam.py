@@ -423,23 +423,91 @@ def compiled_state(owner):
     return tracing_counts(owner)
 
 
-@pytest.mark.parametrize("kind", ["finetuner", "linear_pipeline", "keras_model"])
+# Every method, and the smoothing options, which run the same functions on new inputs.
+CALLS = [{"method": method} for method in METHODS] + [
+    {"method": "gradcam", "aug_smooth": True},
+    {"method": "layercam", "n_samples": 2},
+    {"method": "gradcam++", "n_samples": 2, "aug_smooth": True},
+]
+
+
+@pytest.mark.parametrize("kind", ["finetuner", "linear_pipeline", "mlp_pipeline",
+                                  "keras_model"])
 def test_repeated_calls_trace_nothing_new(kind, request):
     model = request.getfixturevalue(kind)
-    owner = {
-        "finetuner": lambda: model.model_,
-        "linear_pipeline": lambda: tensorflow_runner(model[0]).model,
-        "keras_model": lambda: model,
-    }[kind]()
+    owners = {make_adapter(model, None)._owner_key("forward", None)[0]}
+    if kind.endswith("pipeline"):
+        owners.add(tensorflow_runner(model[0]).model)
     images = random_images(5)
-    for method in METHODS:
-        cam(model, images[:2], method=method, max_channels=2)
-    before = compiled_state(owner)
+    for keywords in CALLS:
+        cam(model, images[:2], max_channels=2, **keywords)
+    before = {id(owner): compiled_state(owner) for owner in owners}
     for n in (1, 5, 3):
-        for method in METHODS:
-            cam(model, images[:n], method=method, max_channels=2, target=0)
-    assert compiled_state(owner) == before
-    assert set(before.values()) == {1}
+        for keywords in CALLS:
+            cam(model, images[:n], max_channels=2, target=0, **keywords)
+    assert {id(owner): compiled_state(owner) for owner in owners} == before
+    counts = [count for state in before.values() for count in state.values()]
+    assert counts and set(counts) == {1}
+
+
+def adapter_spy(monkeypatch):
+    """Record the number of model inputs of every forward pass cam's adapter runs."""
+    from sklearn_convfeat._cam import _api
+
+    sizes = []
+
+    def spied(run):
+        def spy(x, *args, **kwargs):
+            sizes.append(len(x))
+            return run(x, *args, **kwargs)
+        return spy
+
+    def spying_adapter(model, layer, **keywords):
+        adapter = make_adapter(model, layer, **keywords)
+        for name in ("forward", "logits", "gradients"):
+            setattr(adapter, name, spied(getattr(adapter, name)))
+        return adapter
+
+    monkeypatch.setattr(_api, "make_adapter", spying_adapter)
+    return sizes
+
+
+@pytest.mark.parametrize("method", ["scorecam", "ablationcam"])
+@pytest.mark.parametrize("kind", ["finetuner", "linear_pipeline", "keras_model"])
+def test_perturbation_methods_hold_at_most_batch_size_inputs(kind, method, request,
+                                                            monkeypatch):
+    # Memory bound of Score-CAM and Ablation-CAM: however many images and channels,
+    # no pass of the model sees more than batch_size inputs.
+    model = request.getfixturevalue(kind)
+    images = random_images(7)
+    max_channels = None if kind == "keras_model" else 16  # all 8 channels, or 16 of 512
+    expected = cam(model, images, method=method, max_channels=max_channels)
+    sizes = adapter_spy(monkeypatch)
+    heatmaps = cam(model, images, method=method, max_channels=max_channels, batch_size=3)
+    assert max(sizes) <= 3
+    assert sum(sizes) > 4 * len(images)  # the perturbed copies went through the spy
+    np.testing.assert_allclose(heatmaps, expected, atol=1e-4)
+
+
+def rss_mb():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    pytest.skip("no /proc/self/status to read the RSS from")
+
+
+@pytest.mark.parametrize("method", ["gradcam", "scorecam"])
+def test_repeated_calls_do_not_grow_memory(keras_model, method):
+    images = random_images(4)
+    for _ in range(3):  # warm-up: compiled functions and allocator pools
+        cam(keras_model, images, method=method)
+    gc.collect()
+    before = rss_mb()
+    for _ in range(20):
+        cam(keras_model, images, method=method)
+    gc.collect()
+    assert rss_mb() - before < 50
 
 
 def test_compiled_functions_do_not_keep_a_model_alive():

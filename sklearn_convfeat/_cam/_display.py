@@ -118,8 +118,25 @@ class CamDisplay:
     @classmethod
     def from_estimator(cls, model, X, *, target="predicted", layer=None, method="gradcam",
                        plot=True, alpha=0.4, colormap="jet", **options):
-        """Compute the heatmaps of ``model`` on ``X`` (as :func:`cam`; ``options`` are
-        its other keywords) and, with ``plot=True``, draw them."""
+        """Compute the heatmaps of ``model`` on ``X`` and, with ``plot=True``, draw them.
+
+        Parameters
+        ----------
+        model, X, target, layer, method
+            As for :func:`cam`.
+        plot : bool, default=True
+            Draw the figure (:meth:`plot`) right away.
+        alpha, colormap
+            As for :func:`overlay`, when ``plot=True``.
+        **options : dict
+            The other keywords of :func:`cam` (``max_channels``, ``batch_size``,
+            ``n_samples``, ``noise``, ``aug_smooth``, ``random_state``).
+
+        Returns
+        -------
+        display : CamDisplay
+            The heatmaps, images, explained classes and their probabilities.
+        """
         explained = explain_images(model, X, target=target, layer=layer,
                                        method=method, **options)
         heatmaps = explained.heatmaps
@@ -136,10 +153,22 @@ class CamDisplay:
         return display
 
     def plot(self, *, alpha=0.4, colormap="jet", path=None):
-        """Draw image | heatmap | overlay rows; ``path`` also saves the figure.
+        """Draw image | heatmap | overlay rows.
 
         Needs matplotlib. The figure is not registered with pyplot: it is freed like
-        any object. Returns ``self``.
+        any object.
+
+        Parameters
+        ----------
+        alpha, colormap
+            As for :func:`overlay`.
+        path : str or os.PathLike, default=None
+            Also save the figure there (format from the extension, e.g. ``.png``).
+
+        Returns
+        -------
+        self : CamDisplay
+            With ``figure_`` and ``axes_`` set.
         """
         try:
             from matplotlib.figure import Figure
