@@ -163,7 +163,7 @@ class CamDisplay:
         alpha, colormap
             As for :func:`overlay`.
         path : str or os.PathLike, default=None
-            Also save the figure there (format from the extension, e.g. ``.png``).
+            Where to save the figure as well; the file ending picks the format.
 
         Returns
         -------

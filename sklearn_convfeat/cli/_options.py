@@ -30,6 +30,17 @@ def add_command(commands, name, help, description, epilog):
     )
 
 
+def add_data_dir(command):
+    command.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        nargs="?",
+        help="folder with train/ (and validation/, test/) class folders (default: "
+        "the cats-vs-dogs photos of TensorFlow's tutorials, downloaded once by "
+        "sklearn_convfeat.datasets.fetch_cats_and_dogs)",
+    )
+
+
 def add_weights(command):
     command.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
 

@@ -7,6 +7,7 @@ from ._options import (
     add_batch_size,
     add_command,
     add_cut_options,
+    add_data_dir,
     add_image_options,
     add_quiet,
     add_save,
@@ -33,14 +34,7 @@ def add_parser(commands):
             "--save model.skops"
         ),
     )
-    command.add_argument(
-        "data_dir",
-        metavar="DATA_DIR",
-        nargs="?",
-        help="folder with train/ (and validation/, test/) class folders (default: "
-        "the cats-vs-dogs photos of TensorFlow's tutorials, downloaded once by "
-        "sklearn_convfeat.datasets.fetch_cats_and_dogs)",
-    )
+    add_data_dir(command)
     add_weights(command)
     command.add_argument(
         "--classifier",
@@ -57,9 +51,10 @@ def add_parser(commands):
 
 
 def run(args, out=None):
-    from .. import save
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
+
+    from .. import save
 
     say = printer(out)
     weights, paths, labels, splits = training_inputs(args, say)

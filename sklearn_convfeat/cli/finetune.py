@@ -7,6 +7,7 @@ from ._inputs import training_inputs
 from ._options import (
     add_batch_size,
     add_command,
+    add_data_dir,
     add_image_options,
     add_quiet,
     add_save,
@@ -34,14 +35,7 @@ def add_parser(commands):
             "      --fine-tune-epochs 15 --early-stopping --patience 3 --save tuner.skops"
         ),
     )
-    command.add_argument(
-        "data_dir",
-        metavar="DATA_DIR",
-        nargs="?",
-        help="folder with train/ (and validation/, test/) class folders (default: "
-        "the cats-vs-dogs photos of TensorFlow's tutorials, downloaded once by "
-        "sklearn_convfeat.datasets.fetch_cats_and_dogs)",
-    )
+    add_data_dir(command)
     add_weights(command)
     command.add_argument(
         "--unfreeze",
@@ -96,9 +90,7 @@ def add_parser(commands):
 
 
 def run(args, out=None):
-    from .. import save
-
-    from .. import FineTuner
+    from .. import FineTuner, save
 
     say = printer(out)
     weights, paths, labels, splits = training_inputs(args, say)
