@@ -39,7 +39,7 @@ import _common  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import sklearn_convfeat._decode as decode_module  # noqa: E402  the knob measured here
-from sklearn_convfeat import ConvFeatureExtractor  # noqa: E402
+from sklearn_convfeat import ConvFeatureExtractor, load_images  # noqa: E402
 
 COLUMNS = ["image_size", "draft", "drafted", "pixel_mad", "validation_accuracy",
            "test_accuracy", "seconds"]
@@ -61,8 +61,7 @@ def drafted_share(paths, image_size):
 def resized_inputs(paths, image_size, threshold):
     decode_module.DRAFT_MIN_REDUCTION = threshold
     try:
-        source = decode_module.check_images(list(paths))
-        return np.concatenate([b.images for b in source.batches(50, (image_size,) * 2)])
+        return load_images(list(paths), image_size=image_size)
     finally:
         decode_module.DRAFT_MIN_REDUCTION = PACKAGE_THRESHOLD
 
