@@ -29,6 +29,8 @@ Published reference
     size"; libjpeg's DCT scaling is what e.g. Pillow's ``thumbnail`` uses.
 """
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -38,13 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-import sklearn_convfeat._decode as decode_module  # noqa: E402  the knob measured here
 from sklearn_convfeat import ConvFeatureExtractor, load_images  # noqa: E402
 
 COLUMNS = ["image_size", "draft", "drafted", "pixel_mad", "validation_accuracy",
            "test_accuracy", "seconds"]
-PACKAGE_THRESHOLD = decode_module.DRAFT_MIN_REDUCTION
-NEVER = 10**9
+# The package decodes a JPEG in draft mode from this reduction on, unless
+# SKLEARN_CONVFEAT_JPEG_DRAFT=0 (the switch measured here).
+PACKAGE_THRESHOLD = 2
 
 
 def drafted_share(paths, image_size):
@@ -58,18 +60,26 @@ def drafted_share(paths, image_size):
     return count / len(paths)
 
 
-def resized_inputs(paths, image_size, threshold):
-    decode_module.DRAFT_MIN_REDUCTION = threshold
+@contextlib.contextmanager
+def jpeg_draft(on):
+    previous = os.environ.get("SKLEARN_CONVFEAT_JPEG_DRAFT")
+    os.environ["SKLEARN_CONVFEAT_JPEG_DRAFT"] = "1" if on else "0"
     try:
-        return load_images(list(paths), image_size=image_size)
+        yield
     finally:
-        decode_module.DRAFT_MIN_REDUCTION = PACKAGE_THRESHOLD
+        if previous is None:
+            del os.environ["SKLEARN_CONVFEAT_JPEG_DRAFT"]
+        else:
+            os.environ["SKLEARN_CONVFEAT_JPEG_DRAFT"] = previous
+
+
+def resized_inputs(paths, image_size, draft):
+    with jpeg_draft(draft):
+        return load_images(list(paths), image_size=image_size)
 
 
 def run(args, splits, image_size, draft):
-    threshold = PACKAGE_THRESHOLD if draft else NEVER
-    decode_module.DRAFT_MIN_REDUCTION = threshold
-    try:
+    with jpeg_draft(draft):
         extractor = ConvFeatureExtractor(
             weights=_common.weights_argument(args.weights), image_size=image_size,
             random_state=0,
@@ -77,12 +87,10 @@ def run(args, splits, image_size, draft):
         (features, seconds) = _common.timed(
             lambda: {name: extractor.transform(paths) for name, (paths, _) in splits.items()}
         )
-    finally:
-        decode_module.DRAFT_MIN_REDUCTION = PACKAGE_THRESHOLD
     classifier = LogisticRegression(max_iter=1000).fit(features["train"], splits["train"][1])
     test_paths = splits["test"][0][:200]
-    on = resized_inputs(test_paths, image_size, PACKAGE_THRESHOLD)
-    off = resized_inputs(test_paths, image_size, NEVER)
+    on = resized_inputs(test_paths, image_size, True)
+    off = resized_inputs(test_paths, image_size, False)
     return {
         "image_size": image_size,
         "draft": "on" if draft else "off",

@@ -4,12 +4,17 @@ Every image this package reads, for extraction, fine-tuning, Grad-CAM or overlay
 is decoded by :func:`decode_image` and resized by :func:`resize`.
 """
 
+import os
+
 import numpy as np
 
 # A JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, still at least the
 # target size) only when it is at least this many times larger than the target on both
 # sides. Set from the accuracy measured in benchmarks/bench_memory.py (see user guide).
 DRAFT_MIN_REDUCTION = 2
+# "0" decodes every JPEG at full resolution, as other tools do (exact pixels, more time
+# and memory for large photos).
+DRAFT_ENV_VAR = "SKLEARN_CONVFEAT_JPEG_DRAFT"
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_AXES = {5, 6, 7, 8}  # EXIF orientations that turn the image by 90 degrees
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
@@ -60,7 +65,8 @@ def decode_image(path, size=None):
     larger on both sides is decoded by libjpeg at 1/2, 1/4 or 1/8 scale, still at
     least ``size`` (PIL's draft mode): memory and time then stay bounded whatever
     the photo's resolution, and the pixels differ slightly from those of a full
-    decode followed by the same resize.
+    decode followed by the same resize. ``SKLEARN_CONVFEAT_JPEG_DRAFT=0`` in the
+    environment turns this off.
     """
     from PIL import Image, ImageOps
 
@@ -70,7 +76,8 @@ def decode_image(path, size=None):
             height, width = size
             if orientation in _SWAPS_AXES:  # the file is stored turned by 90 degrees
                 height, width = width, height
-            if min(image.width // width, image.height // height) >= DRAFT_MIN_REDUCTION:
+            reduction = min(image.width // width, image.height // height)
+            if reduction >= DRAFT_MIN_REDUCTION and os.environ.get(DRAFT_ENV_VAR) != "0":
                 image.draft(None, (width, height))
         if orientation != 1:
             ImageOps.exif_transpose(image, in_place=True)

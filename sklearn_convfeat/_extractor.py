@@ -20,6 +20,7 @@ from ._backbone import (
     resolve_layer,
 )
 from ._compat import HasMethods, StrOptions, fit_context
+from ._decode import DRAFT_ENV_VAR
 from ._images import ImageFiles, UnreadableImageWarning, check_images, run_batches
 from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size
 from ._weights import WeightsSource, resolve_weights
@@ -376,6 +377,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
             image_size=self.image_size_,
             preprocessing=self.preprocessing,
             backend=self.backend,
+            jpeg_draft=os.environ.get(DRAFT_ENV_VAR) != "0",  # decoded pixels differ
             # An INT8 model is learned in fit: its maps are its own.
             int8_model_sha256=None if quantized is None else hashlib.sha256(
                 b"".join(quantized)

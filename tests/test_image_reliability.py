@@ -132,6 +132,13 @@ def test_large_jpegs_are_decoded_at_a_reduced_scale_still_above_the_target(tmp_p
     assert np.abs(small.astype(int) - (90, 140, 200)).max() <= 3
 
 
+def test_draft_decoding_can_be_turned_off(tmp_path, monkeypatch):
+    path = tmp_path / "large.jpg"
+    Image.new("RGB", (1600, 1200), (90, 140, 200)).save(path)
+    monkeypatch.setenv("SKLEARN_CONVFEAT_JPEG_DRAFT", "0")
+    assert decode_image(path, size=(150, 150)).shape == (1200, 1600, 3)
+
+
 def test_small_jpegs_are_decoded_at_full_resolution(tmp_path):
     path = tmp_path / "small.jpg"
     Image.new("RGB", (200, 200), (10, 20, 30)).save(path)
