@@ -235,3 +235,14 @@ def test_bench_cam(bench, dataset, tmp_path):
         assert 0 <= row["gradcam_deletion_auc"] <= 1 and 0 <= row["random_deletion_auc"] <= 1
         assert Path(row["figure"]).stat().st_size > 0
     assert len(results["shown_images"]) == 2
+
+
+def test_bench_refit(bench, tmp_path):
+    out = tmp_path / "refit.json"
+    bench("bench_refit").main(["--fits", "3", "--estimators", "mlp", "--out", str(out)])
+    results = json.loads(out.read_text())
+    (row,) = results["rows"]
+    assert row["estimator"] == "mlp" and len(row["rss_mb"]) == 3
+    assert row["rss_mb"][0] > 0 and row["mb_per_fit"] == pytest.approx(
+        row["rss_mb"][2] - row["rss_mb"][1], abs=0.11
+    )
