@@ -15,6 +15,7 @@ from ._backbone import N_BLOCKS, TensorFlowRunner, feature_map_shape
 from ._images import run_batches
 from ._training import (
     compile_for_training,
+    custom_gradients_released,
     early_stopping_callback,
     make_optimizer,
     ordered_batches,
@@ -88,15 +89,16 @@ class _Training:
         validation_batches = None
         if validation is not None:
             validation_batches = ordered_batches(*validation, batch_size=tuner.batch_size)
-        history = model.fit(
-            batches,
-            epochs=epochs,
-            steps_per_epoch=batches.n_batches_per_epoch,
-            shuffle=False,
-            validation_data=validation_batches,
-            callbacks=callbacks,
-            verbose=min(int(tuner.verbose), 2),
-        )
+        with custom_gradients_released():
+            history = model.fit(
+                batches,
+                epochs=epochs,
+                steps_per_epoch=batches.n_batches_per_epoch,
+                shuffle=False,
+                validation_data=validation_batches,
+                callbacks=callbacks,
+                verbose=min(int(tuner.verbose), 2),
+            )
         for key, values in history.history.items():
             self.history.setdefault(key, []).extend(float(v) for v in values)
         self.history["phase"].extend([phase] * len(history.history["loss"]))

@@ -14,6 +14,7 @@ from ._training import (
     check_two_classes,
     class_weight_vector,
     compile_for_training,
+    custom_gradients_released,
     draw_seeds,
     early_stopping_callback,
     head_layers,
@@ -260,16 +261,17 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         batches = shuffled_batches(
             X, targets, sample_weight, batch_size=self.batch_size, seed=order_seed
         )
-        history = self.model_.fit(
-            batches,
-            epochs=self.epochs,
-            steps_per_epoch=batches.n_batches_per_epoch,
-            # The order comes from `batches`, seeded from random_state.
-            shuffle=False,
-            validation_data=validation_data,
-            callbacks=callbacks,
-            verbose=min(int(self.verbose), 2),
-        )
+        with custom_gradients_released():
+            history = self.model_.fit(
+                batches,
+                epochs=self.epochs,
+                steps_per_epoch=batches.n_batches_per_epoch,
+                # The order comes from `batches`, seeded from random_state.
+                shuffle=False,
+                validation_data=validation_data,
+                callbacks=callbacks,
+                verbose=min(int(self.verbose), 2),
+            )
         self.history_ = {
             key: [float(value) for value in values]
             for key, values in history.history.items()

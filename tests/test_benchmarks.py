@@ -290,3 +290,23 @@ def test_bench_draft(bench, tmp_path):
     assert rows[1]["pixel_mad"] > 0
     for row in rows:
         assert 0 <= row["test_accuracy"] <= 1
+
+
+    rows = {row["model"]: row for row in results["rows"]}
+    assert set(rows) == {"finetuner", "logreg_pipeline"}
+    for row in rows.values():
+        assert row["images"] == 4
+        assert 0 <= row["gradcam_deletion_auc"] <= 1 and 0 <= row["random_deletion_auc"] <= 1
+        assert Path(row["figure"]).stat().st_size > 0
+    assert len(results["shown_images"]) == 2
+
+
+def test_bench_refit(bench, tmp_path):
+    out = tmp_path / "refit.json"
+    bench("bench_refit").main(["--fits", "3", "--estimators", "mlp", "--out", str(out)])
+    results = json.loads(out.read_text())
+    (row,) = results["rows"]
+    assert row["estimator"] == "mlp" and len(row["rss_mb"]) == 3
+    assert row["rss_mb"][0] > 0 and row["mb_per_fit"] == pytest.approx(
+        row["rss_mb"][2] - row["rss_mb"][1], abs=0.11
+    )
