@@ -292,14 +292,6 @@ def test_bench_draft(bench, tmp_path):
         assert 0 <= row["test_accuracy"] <= 1
 
 
-    rows = {row["model"]: row for row in results["rows"]}
-    assert set(rows) == {"finetuner", "logreg_pipeline"}
-    for row in rows.values():
-        assert row["images"] == 4
-        assert 0 <= row["gradcam_deletion_auc"] <= 1 and 0 <= row["random_deletion_auc"] <= 1
-        assert Path(row["figure"]).stat().st_size > 0
-    assert len(results["shown_images"]) == 2
-
 
 def test_bench_refit(bench, tmp_path):
     out = tmp_path / "refit.json"
