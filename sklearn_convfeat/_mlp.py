@@ -297,20 +297,21 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
             Probabilities in the order of ``classes_``; rows sum to one. For two
             classes, ``[1 - p, p]`` where ``p`` is the network's output.
         """
-        import keras
-
         check_is_fitted(self)
         X = validate_data(self, X, dtype=np.float32, reset=False)
-        # Calling the model directly: Model.predict costs a tf.function trace and
-        # a data pipeline per call, which dominates on small inputs.
-        outputs = np.concatenate(
-            [
-                keras.ops.convert_to_numpy(
-                    self.model_(X[start : start + _PREDICT_CHUNK], training=False)
-                )
-                for start in range(0, X.shape[0], _PREDICT_CHUNK)
-            ]
+        # The head's arithmetic in float64 numpy rather than the float32 network:
+        # float32 matrix kernels round a row differently depending on where it
+        # falls in the batch, so probabilities would change with sample order.
+        (kernel, bias), (out_kernel, out_bias) = (
+            self.model_.get_layer(name).get_weights() for name in ("hidden", "output")
         )
+        outputs = []
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            rows = X[start : start + _PREDICT_CHUNK].astype(np.float64)
+            hidden = np.maximum(rows @ kernel.astype(np.float64) + bias, 0.0)
+            logits = hidden @ out_kernel.astype(np.float64) + out_bias
+            outputs.append(_output_activation(logits))
+        outputs = np.concatenate(outputs)
         return probabilities(outputs)
 
     def predict(self, X):
@@ -339,3 +340,11 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = False
         tags.non_deterministic = False
         return tags
+
+
+def _output_activation(logits):
+    """The head's sigmoid (one output) or softmax, in float64."""
+    if logits.shape[1] == 1:
+        return 1.0 / (1.0 + np.exp(-logits))
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exponentials / exponentials.sum(axis=1, keepdims=True)

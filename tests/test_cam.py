@@ -21,6 +21,7 @@ from sklearn_convfeat import (
     cam_faithfulness,
     overlay,
     plot_cam,
+    save,
 )
 from sklearn_convfeat._cam import METHODS as ALL_METHODS
 from sklearn_convfeat._cam._adapters import ModelAdapter, make_adapter
@@ -717,8 +718,8 @@ def test_plot_cam_draws_and_saves_a_figure(finetuner, tmp_path):
 
 @pytest.fixture
 def saved_pipeline(linear_pipeline, tmp_path):
-    path = tmp_path / "model.joblib"
-    joblib.dump(linear_pipeline, path)
+    path = tmp_path / "model.skops"
+    save(linear_pipeline, path)
     return str(path)
 
 
@@ -767,5 +768,6 @@ def test_cli_cam_errors_are_one_line(saved_pipeline, image_files, tmp_path, caps
     assert "2 images" in capsys.readouterr().err
     not_a_model = tmp_path / "dict.joblib"
     joblib.dump({"a": 1}, not_a_model)
-    assert main(["cam", image_files[0], "--model", str(not_a_model), "-o", out]) == 2
+    assert main(["cam", image_files[0], "--model", str(not_a_model), "-o", out,
+                 "--trust-pickle"]) == 2
     assert "holds a dict" in capsys.readouterr().err

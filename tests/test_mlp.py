@@ -85,7 +85,8 @@ def test_binary_string_labels(binary_clf, binary_data):
     # One sigmoid unit: the second column is its output, the first 1 - it.
     assert binary_clf.model_.output_shape == (None, 1)
     output = np.asarray(binary_clf.model_(X.astype(np.float32), training=False))
-    np.testing.assert_array_equal(proba[:, 1], output[:, 0].astype(np.float64))
+    # The same network, evaluated in float64 (row order cannot change it).
+    np.testing.assert_allclose(proba[:, 1], output[:, 0], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(
         binary_clf.predict(X), binary_clf.classes_[proba.argmax(axis=1)]
     )
@@ -370,3 +371,10 @@ def test_verbose_prints_keras_progress(binary_data, capsys):
     assert "loss" in capsys.readouterr().out
     fast(epochs=1, verbose=0).fit(X, y)
     assert capsys.readouterr().out == ""
+
+
+def test_probabilities_do_not_depend_on_row_order(binary_clf, binary_data):
+    X, _ = binary_data
+    order = np.random.default_rng(0).permutation(len(X))
+    proba = binary_clf.predict_proba(X)
+    np.testing.assert_allclose(binary_clf.predict_proba(X[order]), proba[order], rtol=1e-12)
