@@ -49,6 +49,8 @@ _EXTRAS = {
 }
 
 _RUNNERS = LRUCache(max_entries=4)
+# One export at a time, whether a runner or INT8 quantization asks for it.
+_EXPORT_LOCK = threading.Lock()
 
 
 def check_backend(backend, quantize=None):
@@ -120,7 +122,7 @@ def get_runner(backend, source, layer, image_size, preprocessing):
     image_size = tuple(image_size)
     path = model_path(backend, source, layer, image_size, preprocessing)
     load = {"onnxruntime": _onnxruntime_runner, "openvino": _openvino_runner}[backend]
-    # Built under the cache's lock: one export per model even when threads race.
+    # Built under the cache's lock: one load per model even when threads race.
     return _RUNNERS.get_or_build(
         path,
         lambda: _load_or_export(
@@ -187,6 +189,11 @@ def export_openvino(function, path):
 
 def _load_or_export(load, backend, path, *model):
     """``load(path)``, exporting ``model`` there first if missing or unreadable."""
+    with _EXPORT_LOCK:
+        return _load_or_export_unlocked(load, backend, path, *model)
+
+
+def _load_or_export_unlocked(load, backend, path, *model):
     if os.path.exists(path):
         try:
             return load(path)
@@ -303,8 +310,7 @@ def quantize_int8(
     )
     model = (source, layer, tuple(image_size), preprocessing)
     path = model_path("openvino", *model)
-    with _EXPORT_LOCK:
-        fp32 = _load_or_export(openvino_model, "openvino", path, *model)
+    fp32 = _load_or_export(openvino_model, "openvino", path, *model)
     dataset = nncf.Dataset(calibration)
     # NNCF draws a progress bar on stdout.
     quiet = contextlib.redirect_stdout(io.StringIO())
@@ -333,10 +339,6 @@ def int8_runner(ir):
         model=xml, weights=ov.Tensor(np.frombuffer(weights, dtype=np.uint8))
     )
     return OpenVINORunner(core.compile_model(model, "CPU", openvino_config()))
-
-
-# One export of a model at a time when quantizing outside the runner cache.
-_EXPORT_LOCK = threading.Lock()
 
 
 def calibration_images(images, image_size, *, batch_size=32, on_error="raise"):

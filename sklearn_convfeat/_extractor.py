@@ -414,7 +414,9 @@ def feature_runner(extractor):
     if runner is None:
         _check_weights_unchanged(extractor)
         if extractor.backend == "tensorflow":
-            runner = tensorflow_runner(extractor)
+            runner = TensorFlowRunner(
+                extractor._weights_source, extractor.layer_, extractor.preprocessing
+            )
         elif getattr(extractor, "_quantized_ir", None) is not None:
             runner = _backends.int8_runner(extractor._quantized_ir)
         else:

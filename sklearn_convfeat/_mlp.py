@@ -303,13 +303,14 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         # float32 matrix kernels round a row differently depending on where it
         # falls in the batch, so probabilities would change with sample order.
         (kernel, bias), (out_kernel, out_bias) = (
-            self.model_.get_layer(name).get_weights() for name in ("hidden", "output")
+            [weight.astype(np.float64) for weight in self.model_.get_layer(name).get_weights()]
+            for name in ("hidden", "output")
         )
         outputs = []
         for start in range(0, X.shape[0], _PREDICT_CHUNK):
             rows = X[start : start + _PREDICT_CHUNK].astype(np.float64)
-            hidden = np.maximum(rows @ kernel.astype(np.float64) + bias, 0.0)
-            logits = hidden @ out_kernel.astype(np.float64) + out_bias
+            hidden = np.maximum(rows @ kernel + bias, 0.0)
+            logits = hidden @ out_kernel + out_bias
             outputs.append(_output_activation(logits))
         outputs = np.concatenate(outputs)
         return probabilities(outputs)
