@@ -1,11 +1,15 @@
-"""Plot the throughput and memory benchmarks' results as PNG files for the docs.
+"""Plot the throughput, memory and backbone benchmarks' results as PNG files for the
+docs.
 
-Reads ``bench_throughput.json`` and ``bench_memory.json`` from ``--results`` (default
-``benchmarks/results/``; a missing one is skipped) and writes into ``--out-dir``
-(default ``docs/``):
+Reads ``bench_throughput.json``, ``bench_memory.json`` and ``bench_backbones.json``
+from ``--results`` (default ``benchmarks/results/``; a missing one is skipped) and
+writes into ``--out-dir`` (default ``docs/``):
   throughput.png  images/s against batch size, one line per method and input, the
                   physical limit dashed, one panel per image size;
-  memory.png      resident memory of transform against the number of images N.
+  memory.png      resident memory of transform against the number of images N;
+  backbones.png   images/s against GFLOPs per image (both log scales), one point per
+                  backbone and backend, at 224 px from JPEG paths, with dotted lines
+                  of constant GFLOP/s.
 Needs matplotlib (imported only here).
 """
 
@@ -85,9 +89,87 @@ def plot_memory(results, path):
     plt.close(figure)
 
 
+def plot_backbones(results, path, image_size=224, source="paths"):
+    """images/s against GFLOPs per image: one marker per backend, one point per
+    backbone, at ``image_size`` (else the size measured most) from ``source``."""
+    import collections
+    import math
+
+    plt = pyplot()
+    sizes = collections.Counter(row["image_size"] for row in results["rows"])
+    if image_size not in sizes and sizes:
+        image_size = sizes.most_common(1)[0][0]
+    rows = [row for row in results["rows"]
+            if row["image_size"] == image_size and row["input"] == source
+            and row.get("gflops") and row.get("images_per_second")]
+    figure, axis = plt.subplots(figsize=(7.5, 5.5))
+    markers = dict(zip(["tensorflow", "onnxruntime", "openvino", "openvino-int8"],
+                       "osD^"))
+    for backend in dict.fromkeys(row["backend"] for row in rows):
+        points = [row for row in rows if row["backend"] == backend]
+        axis.scatter([row["gflops"] for row in points],
+                     [row["images_per_second"] for row in points],
+                     marker=markers.get(backend, "v"), label=backend, alpha=0.8)
+    labels = []
+    for backbone in dict.fromkeys(row["backbone"] for row in rows):
+        # Named once, beside its fastest point.
+        best = max((row for row in rows if row["backbone"] == backbone),
+                   key=lambda row: row["images_per_second"])
+        labels.append(axis.annotate(
+            backbone, (best["gflops"], best["images_per_second"]), xytext=(4, 3),
+            textcoords="offset points", fontsize="x-small", va="bottom",
+            arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5,
+                        "shrinkA": 0, "shrinkB": 4}))
+    axis.set(xscale="log", yscale="log", xlabel="GFLOPs per image (2 x multiply-adds)",
+             ylabel=f"images/s, {image_size} px, from JPEG {source}",
+             title=f"Backbones, random weights ({machine_title(results)})")
+    if rows:
+        # Constant arithmetic rates: a point on the line "100 GFLOP/s" computes at
+        # that rate, one above it faster: how well the backend feeds the CPU.
+        low, high = axis.get_xlim()
+        bottom, top = axis.get_ylim()
+        rates = [row["gflops"] * row["images_per_second"] for row in rows]
+        for exponent in range(math.floor(math.log10(min(rates))),
+                              math.ceil(math.log10(max(rates))) + 1):
+            rate = 10.0**exponent
+            axis.plot([low, high], [rate / low, rate / high], color="grey",
+                      linestyle=":", linewidth=0.8)
+            x = min(high, rate / bottom) / 1.3
+            if low < x and bottom < rate / x < top:
+                axis.annotate(f"{rate:g} GFLOP/s", (x, rate / x), fontsize="xx-small",
+                              color="grey", ha="right")
+        axis.set(xlim=(low, high), ylim=(bottom, top))
+    axis.legend(fontsize="small", title="backend")
+    figure.tight_layout()
+    separate_labels(figure, labels)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def separate_labels(figure, labels):
+    """Move labels up, a line at a time, until none overlaps one placed before it
+    (backbones of near-equal FLOPs and speed would print over each other)."""
+    from matplotlib.text import Text
+
+    renderer = figure.canvas.get_renderer()
+    placed = []
+    for label in sorted(labels, key=lambda label: label.xy[1]):
+        x_offset, y_offset = label.get_position()
+        for _ in range(len(labels)):
+            label.update_positions(renderer)  # where the offset puts the text now
+            box = Text.get_window_extent(label, renderer)  # the text, not its line
+            if not any(box.overlaps(other) for other in placed):
+                break
+            y_offset += box.height * 72 / figure.dpi + 1
+            label.set_position((x_offset, y_offset))
+        label.update_positions(renderer)
+        placed.append(Text.get_window_extent(label, renderer))
+
+
 PLOTS = {  # results file -> (plotter, PNG name)
     "bench_throughput.json": (plot_throughput, "throughput.png"),
     "bench_memory.json": (plot_memory, "memory.png"),
+    "bench_backbones.json": (plot_backbones, "backbones.png"),
 }
 
 

@@ -2,6 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._architectures import ARCHITECTURES as _ARCHITECTURES
+from ._architectures import PREPROCESSING_MODES as _PREPROCESSING_MODES
 from ._backbone import count_flops
 from ._cam import METHODS as _CAM_METHODS
 from ._cam import CamDisplay, cam, cam_faithfulness, cam_metrics, overlay, plot_cam
@@ -14,6 +16,10 @@ from ._weights import check_weights
 
 #: The ``method`` names :func:`cam` takes.
 CAM_METHODS = tuple(_CAM_METHODS)
+#: The keras.applications convnets ``backbone`` names (matched without regard to case).
+BACKBONES = tuple(_ARCHITECTURES)
+#: The ``preprocessing`` values the estimators take.
+PREPROCESSING_MODES = tuple(_PREPROCESSING_MODES)
 
 try:
     __version__ = version("sklearn-convfeat")
@@ -21,12 +27,14 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "BACKBONES",
     "CAM_METHODS",
     "IMAGE_EXTENSIONS",
     "CamDisplay",
     "ConvFeatureExtractor",
     "FineTuner",
     "KerasMLPClassifier",
+    "PREPROCESSING_MODES",
     "__version__",
     "cam",
     "cam_faithfulness",

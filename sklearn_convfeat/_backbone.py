@@ -1,139 +1,58 @@
-"""The VGG16 convolutional base: its layers, where it can be cut, and a compiled forward.
+"""The convolutional base: built once per network and weights, cut at a layer, compiled.
 
 Bases are kept in a small process-wide cache keyed by their weights, so clones made by
 GridSearchCV, unpickled estimators and repeated ``transform`` calls share one model
-instead of rebuilding 14.7 million parameters each time.
+instead of rebuilding it each time. What a base's graph says (cut points, stages,
+shapes) is read once per base, in :mod:`._stages`.
 """
 
 import os
 import threading
 from numbers import Integral
 
-from ._compat import Interval, StrOptions, validate_params
+from ._architectures import (
+    native_size,
+    needs_fixed_size,
+    own_model_identity,
+    preprocess,
+    resolve_architecture,
+)
+from ._compat import HasMethods, Interval, validate_params
+from ._fast_ops import with_fast_ops
 from ._lru import LRUCache
-from ._weights import build_vgg16_base, content_sha256
+from ._stages import N_STAGES, BaseGraph, model_flops, spatial_shapes
+from ._weights import WeightsSource, build_base, content_sha256
 
-# (name, kind, filters) in network order; "pool" halves height and width.
-_VGG16_SPEC = (
-    ("block1_conv1", "conv", 64),
-    ("block1_conv2", "conv", 64),
-    ("block1_pool", "pool", 64),
-    ("block2_conv1", "conv", 128),
-    ("block2_conv2", "conv", 128),
-    ("block2_pool", "pool", 128),
-    ("block3_conv1", "conv", 256),
-    ("block3_conv2", "conv", 256),
-    ("block3_conv3", "conv", 256),
-    ("block3_pool", "pool", 256),
-    ("block4_conv1", "conv", 512),
-    ("block4_conv2", "conv", 512),
-    ("block4_conv3", "conv", 512),
-    ("block4_pool", "pool", 512),
-    ("block5_conv1", "conv", 512),
-    ("block5_conv2", "conv", 512),
-    ("block5_conv3", "conv", 512),
-    ("block5_pool", "pool", 512),
-)
-VGG16_LAYERS = tuple(name for name, _, _ in _VGG16_SPEC)
-N_BLOCKS = 5
+DEFAULT_PROBE_SIZE = (224, 224)
 
 
-def resolve_layer(layer):
-    """A layer name, from a name or a block number N (meaning ``block{N}_pool``)."""
-    if isinstance(layer, Integral) and not isinstance(layer, bool):
-        return f"block{int(layer)}_pool"
-    return layer
+def is_layer_number(layer):
+    return isinstance(layer, Integral) and not isinstance(layer, bool)
 
 
-def layer_index(layer):
-    return VGG16_LAYERS.index(resolve_layer(layer))
+class CachedBase:
+    """A built base, its weights' sha256, its graph, and functions compiled for it."""
 
-
-def min_image_size(layer):
-    """Smallest height/width whose feature map at ``layer`` is still at least 1×1."""
-    n_pools = sum(kind == "pool" for _, kind, _ in _VGG16_SPEC[: layer_index(layer) + 1])
-    return 2**n_pools
-
-
-def feature_map_shape(layer, image_size):
-    """(height, width, channels) of the output of ``layer`` for ``image_size`` inputs."""
-    height, width = image_size
-    channels = 3
-    for _, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
-        if kind == "pool":
-            height, width = height // 2, width // 2
-        channels = filters
-    return height, width, channels
-
-
-@validate_params(
-    {
-        "layer": [StrOptions(set(VGG16_LAYERS)), Interval(Integral, 1, N_BLOCKS, closed="both")],
-        "image_size": [tuple, list, Interval(Integral, 1, None, closed="left")],
-    },
-    prefer_skip_nested_validation=True,
-)
-def count_flops(layer="block5_pool", image_size=(150, 150)):
-    """Floating-point operations of the VGG16 base up to ``layer`` for one image.
-
-    Multiply-adds × 2 of its 3×3 'same' convolutions; pooling, bias and ReLU are left
-    out (< 0.1 % of the work). This is the arithmetic an exact forward pass cannot
-    avoid, so ``count_flops / (the machine's FLOP/s)`` bounds its images per second.
-
-    Parameters
-    ----------
-    layer : str or int, default="block5_pool"
-        A VGG16 layer name, or a block number 1-5 meaning ``"block{N}_pool"``.
-    image_size : (int, int) or int, default=(150, 150)
-        (height, width) of the input.
-
-    Returns
-    -------
-    flops : int
-
-    Examples
-    --------
-    >>> from sklearn_convfeat import count_flops
-    >>> round(count_flops(5, (150, 150)) / 1e9, 2)  # GFLOP per 150x150 image
-    13.23
-    >>> count_flops("block1_conv1", 10)
-    345600
-    """
-    if isinstance(image_size, Integral):
-        image_size = (image_size, image_size)
-    height, width = image_size
-    channels = 3
-    flops = 0
-    for _, kind, filters in _VGG16_SPEC[: layer_index(layer) + 1]:
-        if kind == "pool":
-            height, width = height // 2, width // 2
-        else:
-            flops += 2 * height * width * 9 * channels * filters
-            channels = filters
-    return flops
-
-
-def preprocess(images, preprocessing):
-    """Scale RGB images in [0, 255] as the base expects.
-
-    ``"vgg16"`` is ``keras.applications.vgg16.preprocess_input`` (RGB→BGR, ImageNet mean
-    subtracted, no scaling: what the ImageNet weights were trained on); ``"rescale"`` is
-    the book's ``x / 255``.
-    """
-    import keras
-
-    images = keras.ops.convert_to_tensor(images)  # numpy input would be edited in place
-    if preprocessing == "vgg16":
-        return keras.applications.vgg16.preprocess_input(images)
-    return images / 255.0
-
-
-class _CachedBase:
-    def __init__(self, model, sha256):
+    def __init__(self, model, sha256, source):
         self.model = model
         self.sha256 = sha256
+        self.source = source
+        fixed = tuple(model.inputs[0].shape[1:3])
+        self.fixed_size = None if None in fixed else fixed
+        if self.fixed_size is not None:
+            probe = self.fixed_size
+        elif source.architecture is not None:
+            probe = native_size(source.architecture)
+        else:
+            probe = DEFAULT_PROBE_SIZE
+        self.graph = BaseGraph(model, probe)
         self.compiled = {}  # compiled functions of this base, by what they compute
+        self._shapes = {}
         self.lock = threading.Lock()
+
+    @property
+    def network(self):
+        return self.source.network
 
     def compiled_function(self, key, build):
         with self.lock:
@@ -141,6 +60,82 @@ class _CachedBase:
             if function is None:
                 function = self.compiled[key] = build()
             return function
+
+    def resolve_layer(self, layer):
+        """The name of the operation ``layer`` (a name, or a stage number 1-5) means."""
+        stages = self.graph.stage_ends
+        if is_layer_number(layer):
+            if int(layer) == N_STAGES:  # the end of the base, however deep it goes
+                return self.graph.names[-1]
+            if int(layer) in stages:
+                return stages[int(layer)]
+            raise ValueError(
+                f"`layer` must be one of the stages of {self.network}, "
+                f"{sorted(stages)} (the end of stage N is downsampled 2^N times): "
+                f"{self._stage_list()}. Got layer={layer!r} instead: pick one of those, "
+                "or a layer name."
+            )
+        if isinstance(layer, str) and layer in self.graph.position:
+            return layer
+        raise ValueError(
+            f"`layer` must be a stage number ({self._stage_list()}) or the name of a "
+            f"layer of {self.network}. Got {layer!r} instead."
+        )
+
+    def _stage_list(self):
+        return ", ".join(f"{n}={name!r}" for n, name in self.graph.stage_ends.items())
+
+    def map_shape(self, layer, image_size):
+        """(h, w, c) of ``layer``'s output for ``image_size`` inputs; ``ValueError``
+        when the network cannot take that size."""
+        key = (layer, tuple(image_size))
+        with self.lock:
+            shape = self._shapes.get(key)
+        if shape is None:
+            import keras
+
+            cut = keras.Model(self.model.inputs, self.graph.output(layer))
+            operation = self.graph.operations[self.graph.position[layer]]
+            shape = spatial_shapes(cut, [operation], tuple(image_size))[layer]
+            if len(shape) != 3:
+                raise ValueError(
+                    f"`layer` must output a feature map (height, width, channels); "
+                    f"{layer!r} of {self.network} outputs shape {shape}."
+                )
+            with self.lock:
+                self._shapes[key] = shape
+        return shape
+
+    def check_image_size(self, image_size, layer):
+        """Raise a clear error when ``image_size`` is too small for the cut."""
+        if self.fixed_size is not None and tuple(image_size) != self.fixed_size:
+            raise ValueError(
+                f"`image_size` must be {self.fixed_size} for {self.network}, whose input "
+                f"size is fixed. Got {tuple(image_size)!r} instead."
+            )
+        try:
+            return self.map_shape(layer, image_size)
+        except ValueError as exc:
+            if "feature map" in str(exc):
+                raise
+            smallest = self._smallest_size(layer)
+            raise ValueError(
+                f"`image_size` must be at least ({smallest}, {smallest}) for "
+                f"layer={layer!r} of {self.network}: the network downsamples the "
+                f"image up to there. Got {tuple(image_size)!r}; use a larger size "
+                "(the book uses (150, 150)) or cut the base lower."
+            ) from None
+
+    def _smallest_size(self, layer):
+        low, high = 1, 4096
+        while low < high:
+            middle = (low + high) // 2
+            try:
+                self.map_shape(layer, (middle, middle))
+                high = middle
+            except ValueError:
+                low = middle + 1
+        return low
 
 
 _BASES = LRUCache(max_entries=3)
@@ -157,8 +152,18 @@ def check_keras_backend():
         )
 
 
+def backbone_source_parts(backbone, image_size=None):
+    """``(architecture, own model, fixed input size)`` for a ``backbone`` parameter:
+    a keras.applications name, or a keras.Model (``(sha256, .keras bytes)``)."""
+    if isinstance(backbone, str):
+        architecture = resolve_architecture(backbone)
+        fixed = tuple(image_size) if needs_fixed_size(architecture) and image_size else None
+        return architecture, None, fixed
+    return None, own_model_identity(backbone), None
+
+
 def get_base(source):
-    """The (cached) VGG16 base for a :class:`~._weights.WeightsSource` and its sha256.
+    """The (cached) base of a :class:`~._weights.WeightsSource`.
 
     A weights file is cached under its path, size and modification time: a file
     overwritten in place is read again, never served from the old copy.
@@ -166,8 +171,8 @@ def get_base(source):
     check_keras_backend()
 
     def build():
-        model = build_vgg16_base(source)
-        return _CachedBase(model, content_sha256(model))
+        model = build_base(source)
+        return CachedBase(model, content_sha256(model), source)
 
     return _BASES.get_or_build((source, _file_signature(source.path)), build)
 
@@ -187,11 +192,80 @@ def clear_cache():
     _BASES.clear()
 
 
-def cut_model(base, layer):
+def fresh_copy(entry, input_size=None):
+    """An independent copy of a cached base, same weights and layer names, to train."""
+    from ._architectures import build_architecture, canonical_names, own_model_copy
+
+    source = entry.source
+    size = tuple(input_size) if input_size is not None else source.input_size
+    if source.architecture is None:
+        model = own_model_copy(source.model_data, size)
+    else:
+        model = build_architecture(source.architecture, input_shape=(*(size or (None, None)), 3))
+    model.set_weights(entry.model.get_weights())
+    return canonical_names(model, rename_layers=source.architecture is not None)
+
+
+def cut_model(entry, layer):
     """The Keras model from the base's input to the output of ``layer``."""
     import keras
 
-    return keras.Model(base.input, base.get_layer(layer).output, name=f"vgg16_{layer}")
+    return keras.Model(
+        entry.model.inputs, entry.graph.output(layer), name=f"{entry.model.name}_{layer}"
+    )
+
+
+@validate_params(
+    {
+        "layer": [str, Interval(Integral, 1, N_STAGES, closed="both")],
+        "image_size": [tuple, list, Interval(Integral, 1, None, closed="left")],
+        "backbone": [str, HasMethods(["get_layer", "get_weights"])],
+    },
+    prefer_skip_nested_validation=True,
+)
+def count_flops(layer=5, image_size=(150, 150), *, backbone="vgg16"):
+    """Floating-point operations of a convolutional base up to ``layer`` for one image.
+
+    Multiply-adds × 2 of its convolutions (standard, depthwise, separable) and dense
+    layers, read from the network's graph; normalisation, activations, pooling and
+    additions are left out (a few % of the work at most). This is the arithmetic an
+    exact forward pass cannot avoid, so ``count_flops / (the machine's FLOP/s)``
+    bounds its images per second.
+
+    Parameters
+    ----------
+    layer : str or int, default=5
+        A layer name, or a stage number 1-5 (for VGG16, ``"block{N}_pool"``).
+    image_size : (int, int) or int, default=(150, 150)
+        (height, width) of the input.
+    backbone : str or keras.Model, default="vgg16"
+        A keras.applications convnet name, or a model of one's own.
+
+    Returns
+    -------
+    flops : int
+
+    Examples
+    --------
+    >>> from sklearn_convfeat import count_flops
+    >>> round(count_flops(5, (150, 150)) / 1e9, 2)  # GFLOP per 150x150 VGG16 image
+    13.23
+    >>> count_flops("block1_conv1", 10)
+    345600
+    >>> round(count_flops(5, 224, backbone="resnet50") / 1e9, 2)
+    7.71
+    """
+    if isinstance(image_size, Integral):
+        image_size = (image_size, image_size)
+    architecture, own, fixed = backbone_source_parts(backbone, image_size)
+    source = WeightsSource(
+        "random", seed=0, architecture=architecture, input_size=fixed,
+        model_sha256=own and own[0], model_data=own and own[1],
+    )
+    entry = get_base(source)
+    name = entry.resolve_layer(layer)
+    entry.check_image_size(tuple(image_size), name)
+    return int(model_flops(cut_model(entry, name), (*image_size, 3)))
 
 
 def get_forward(source, layer, preprocessing, pooling):
@@ -202,42 +276,47 @@ def get_forward(source, layer, preprocessing, pooling):
     pooling), traced once for any image size and batch size.
     """
     entry = get_base(source)
-    key = (resolve_layer(layer), preprocessing, pooling)
-    return entry.compiled_function(key, lambda: _compile_forward(entry.model, *key))
+    key = (entry.resolve_layer(layer), preprocessing, pooling)
+    return entry.compiled_function(key, lambda: _compile_forward(entry, *key))
 
 
 def get_segment(source, start, stop, preprocessing, capture=()):
     """A compiled function running the base from after ``start`` through ``stop``.
 
     Its input is float32 RGB images in [0, 255] when ``start`` is None, else the maps
-    ``start`` outputs; it returns ``{layer: numpy maps}`` for ``stop`` and each layer of
-    ``capture`` it passes. This lets a feature cache resume a deeper cut from a cached
-    shallower one, and keep the maps it goes by.
+    ``start`` outputs (a cut point); it returns ``{layer: numpy maps}`` for ``stop`` and
+    each layer of ``capture`` it passes. This lets a feature cache resume a deeper
+    cut from a cached shallower one, and keep the maps it goes by.
     """
     entry = get_base(source)
-    names = VGG16_LAYERS[0 if start is None else layer_index(start) + 1 : layer_index(stop) + 1]
-    wanted = tuple(name for name in names if name in capture or name == stop)
+    graph = entry.graph
+    wanted = tuple(
+        name for name in graph.names
+        if (name == stop or name in capture)
+        and (start is None or graph.precedes(start, name))
+        and not graph.precedes(stop, name)
+    )
     key = ("segment", start, stop, preprocessing if start is None else None, wanted)
     return entry.compiled_function(
-        key, lambda: _compile_segment(entry.model, start, names, wanted, preprocessing)
+        key, lambda: _compile_segment(entry, start, wanted, preprocessing)
     )
 
 
-def _compile_segment(base, start, names, wanted, preprocessing):
+def _compile_segment(entry, start, wanted, preprocessing):
+    import keras
     import tensorflow as tf
 
-    layers = [base.get_layer(name) for name in names]
-    channels = 3 if start is None else _VGG16_SPEC[layer_index(start)][2]
+    graph = entry.graph
+    inputs = entry.model.inputs[0] if start is None else graph.output(start)
+    segment = with_fast_ops(keras.Model(inputs, [graph.output(name) for name in wanted]))
+    channels = inputs.shape[-1]
 
     def run(x):
         if start is None:
             x = preprocess(x, preprocessing)
-        outputs = {}
-        for name, layer in zip(names, layers):
-            x = layer(x)
-            if name in wanted:
-                outputs[name] = x
-        return outputs
+        outputs = segment(x, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(wanted, outputs))
 
     compiled = tf.function(
         run,
@@ -270,10 +349,10 @@ def pool_array(maps, pooling):
     return maps.reshape(len(maps), -1)
 
 
-def _compile_forward(base, layer, preprocessing, pooling):
+def _compile_forward(entry, layer, preprocessing, pooling):
     import tensorflow as tf
 
-    cut = cut_model(base, layer)
+    cut = with_fast_ops(cut_model(entry, layer))
 
     def features(images):
         return pool(cut(preprocess(images, preprocessing), training=False), pooling)
@@ -306,13 +385,14 @@ class TensorFlowRunner(MapsRunner):
 
     def __init__(self, source, layer, preprocessing):
         self.source = source
-        self.layer = resolve_layer(layer)
+        self.entry = get_base(source)
+        self.layer = self.entry.resolve_layer(layer)
         self.preprocessing = preprocessing
-        self.model = get_base(source).model
+        self.model = self.entry.model
 
     def maps(self, images):
         flat = get_forward(self.source, self.layer, self.preprocessing, "flatten")(images)
-        return flat.reshape(len(flat), *feature_map_shape(self.layer, images.shape[1:3]))
+        return flat.reshape(len(flat), *self.entry.map_shape(self.layer, images.shape[1:3]))
 
     def features(self, images, pooling):
         # Pooled inside the compiled function: the features transform has always given.

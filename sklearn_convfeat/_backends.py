@@ -28,7 +28,9 @@ import threading
 
 import numpy as np
 
-from ._backbone import MapsRunner, cut_model, get_base, preprocess
+from ._architectures import preprocess
+from ._backbone import MapsRunner, cut_model, get_base
+from ._fast_ops import with_fast_ops
 from ._files import remove, remove_stale_temporaries, write_atomic, write_folder_atomic
 from ._images import readable_batches
 from ._lru import LRUCache
@@ -97,18 +99,22 @@ def cache_dir():
     )
 
 
-def model_key(sha256, layer, image_size, preprocessing):
+def model_key(network, sha256, layer, image_size, preprocessing):
     """File name stem of an export: everything its graph depends on."""
     height, width = image_size
     return (
-        f"vgg16-{sha256[:20]}-{layer}-{height}x{width}-{preprocessing}"
+        f"{network}-{sha256[:20]}-{layer}-{height}x{width}-{preprocessing}"
         f"-v{FORMAT_VERSION}"
     )
 
 
 def model_path(backend, source, layer, image_size, preprocessing):
     """Where the export of this base, cut and size lives (whether or not it exists)."""
-    key = model_key(get_base(source).sha256, layer, tuple(image_size), preprocessing)
+    # A model of one's own is named by its sha256 over configuration and weights.
+    network = (source.architecture or f"model{source.model_sha256[:20]}").lower()
+    key = model_key(
+        network, get_base(source).sha256, layer, tuple(image_size), preprocessing
+    )
     suffix = {"onnxruntime": ".onnx", "openvino": ".openvino"}[backend]
     return os.path.join(cache_dir(), key + suffix)
 
@@ -146,7 +152,7 @@ def traced_base(source, layer, image_size, preprocessing):
     """
     import tensorflow as tf
 
-    cut = cut_model(get_base(source).model, layer)
+    cut = with_fast_ops(cut_model(get_base(source), layer), for_export=True)
 
     signature = tf.TensorSpec((None, *image_size, 3), tf.float32, name="images")
 

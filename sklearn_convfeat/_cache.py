@@ -49,10 +49,6 @@ KEY_ENV_VAR = "SKLEARN_CONVFEAT_CACHE_KEY"
 SUBFOLDER = "sklearn_convfeat"
 RAM_BUDGET_BYTES = 1 << 30  # per process, shared by every extractor
 
-# Besides the requested layer, a pass through the base also stores these maps when it
-# goes by them: a later, deeper request resumes from them. Lower ones are too large
-# (block2_pool is 2× block3_pool) for what they save (block1-2 are 32% of the FLOPs).
-WAYPOINT_LAYERS = ("block3_pool", "block4_pool", "block5_pool")
 
 
 class CacheIntegrityWarning(UserWarning):
@@ -265,7 +261,7 @@ class FeatureStore:
 
 
 def cached_transform(
-    store, images, *, layer, pooling, map_shape, segment, resume_from=(),
+    store, images, *, layer, pooling, map_shape, segment, resume_from=(), waypoints=(),
     batch_size, image_size, on_error="raise", verbose=0,
 ):
     """Features of ``images`` at ``layer`` through ``store``: compute only what it lacks.
@@ -285,6 +281,11 @@ def cached_transform(
         ``layer`` and each layer of ``capture`` it goes by.
     resume_from : sequence of str
         Shallower layers, deepest first, whose cached maps a miss may resume from.
+    waypoints : sequence of str
+        Layers whose maps a pass also stores when it goes by them, for later, deeper
+        requests to resume from (the extractor passes the ends of stages 3-5: lower
+        ones are large for what they save, e.g. VGG16's block2_pool is twice
+        block3_pool and blocks 1-2 are 32 % of its FLOPs).
 
     Returns
     -------
@@ -319,7 +320,7 @@ def cached_transform(
     work = list(by_start.items())
     while work:
         start, rows = work.pop()
-        run = segment(start, WAYPOINT_LAYERS)
+        run = segment(start, tuple(waypoints))
         if start is None:
             batches = _decoded_batches(images, rows, batch_size, image_size, on_error)
         else:

@@ -1,6 +1,7 @@
-"""ConvFeatureExtractor: the frozen VGG16 convolutional base as a scikit-learn transformer."""
+"""ConvFeatureExtractor: a frozen pretrained convolutional base as a scikit-learn transformer."""
 
 import copy
+import dataclasses
 import hashlib
 import os
 import warnings
@@ -11,58 +12,70 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from . import _backends, _cache
-from ._backbone import (
-    VGG16_LAYERS,
-    TensorFlowRunner,
-    feature_map_shape,
-    get_base,
-    layer_index,
-    resolve_layer,
-)
+from ._backbone import TensorFlowRunner, get_base
 from ._compat import HasMethods, StrOptions, fit_context
 from ._decode import DRAFT_ENV_VAR
 from ._images import ImageFiles, UnreadableImageWarning, check_images, run_batches
-from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size
-from ._weights import WeightsSource, resolve_weights
+from ._keras_state import BackboneParameterState, backbone_token
+from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size, resolve_base
 
 
-class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
-    """Features of images from the frozen convolutional base of VGG16.
+class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimator):
+    """Features of images from the frozen convolutional base of a pretrained convnet.
 
     The feature-extraction recipe of Chollet, *Deep Learning with Python* §5.3.1: run
-    images through ``keras.applications.VGG16(include_top=False)`` cut at ``layer``, and
-    flatten or pool the feature map into one row per image, ready for any scikit-learn
-    classifier. Nothing is learned: ``fit`` only validates, resolves the weights and
+    images through a convolutional base (``keras.applications.VGG16(include_top=False)``
+    by default) cut at ``layer``, and flatten or pool the feature map into one row per
+    image, ready for any scikit-learn classifier. Nothing is learned: ``fit`` only validates, resolves the weights and
     records the output shape, except with ``quantize="int8"``, where it calibrates the
     8-bit model on the images it is given.
 
     Parameters
     ----------
+    backbone : str or keras.Model, default="vgg16"
+        The network: the name of a ``keras.applications`` convnet, matched without
+        regard to case (``"vgg16"``, ``"resnet50"``, ``"EfficientNetV2B0"``,
+        ``"convnext_tiny"``, ...; the user guide's "Choosing a backbone" lists them),
+        or a built Keras model of one's own taking RGB images (its output is the
+        end of the base). A model is copied in ``fit`` and pickled as ``.keras`` bytes.
     weights : "imagenet", None or path, default="imagenet"
-        ``"imagenet"`` downloads and caches the ImageNet weights through Keras
-        (``~/.keras/models``); if the environment variable ``SKLEARN_CONVFEAT_WEIGHTS``
-        is set, that local file is used instead (air-gapped machines). A path loads a
-        local ``.h5`` / ``.weights.h5`` file of the VGG16 base. ``None`` gives random
-        weights drawn from ``random_state`` (for tests and baselines).
-    layer : str or int, default="block5_pool"
-        Where the base is cut: a VGG16 layer name (``"block3_pool"``,
-        ``"block4_conv2"``, ...) or a block number 1-5 meaning ``"block{N}_pool"``.
-        Lower layers hold generic features (edges, colours, textures), upper ones more
-        abstract ones: cut lower for images far from ImageNet.
+        ``"imagenet"`` downloads and caches the backbone's ImageNet weights through
+        Keras (``~/.keras/models``; a file already there is used offline). The
+        environment variable ``SKLEARN_CONVFEAT_WEIGHTS`` may name a local file (the
+        VGG16 weights) or a folder of files under Keras' own names (air-gapped
+        machines). For a model of one's own, ``"imagenet"`` means its own weights. A
+        path loads a local ``.h5`` / ``.weights.h5`` / ``.keras`` file of the
+        backbone's base. ``None`` gives random weights drawn from ``random_state``
+        (for tests and baselines).
+    layer : str or int, default=5
+        Where the base is cut: a stage number 1-5, the end of the last block whose
+        output is downsampled 2^N times (for VGG16 ``"block{N}_pool"``, for ResNet50
+        ``"conv{N}_block{last}_out"``; 5 is the end of the base), or any layer name
+        (``"block4_conv2"``). Lower layers hold generic features (edges, colours,
+        textures), upper ones more abstract ones: cut lower for images far from
+        ImageNet.
     pooling : {"flatten", "avg", "max"}, default="flatten"
         How the (h, w, c) feature map becomes one row: ``"flatten"`` keeps every value
         (the book's 4·4·512 = 8192 features at 150×150), ``"avg"`` and ``"max"`` pool
         over space to c features.
-    image_size : (int, int) or int, default=(150, 150)
-        (height, width) every image is resized to (bilinear, antialiased). A JPEG
+    image_size : (int, int), int or None, default=(150, 150)
+        (height, width) every image is resized to (bilinear, antialiased); None is
+        the network's native size (224 for most, 299 for Xception and Inception,
+        240-600 for EfficientNetB1-B7). A JPEG
         at least twice that size on both sides is first decoded by libjpeg at 1/2,
         1/4 or 1/8 scale (still above it), which bounds memory whatever the photos'
         resolution and changes its pixels slightly (see the user guide's
         Reliability section).
-    preprocessing : {"vgg16", "rescale"}, default="vgg16"
-        ``"vgg16"`` is ``keras.applications.vgg16.preprocess_input``, the input the
-        ImageNet weights were trained on; ``"rescale"`` is the book's ``x / 255``, which
-        costs about 8 points of accuracy on cats vs dogs.
+    preprocessing : str, default="auto"
+        ``"auto"`` gives the backbone's ImageNet weights the input they were trained
+        on: its family's ``keras.applications.<family>.preprocess_input`` (Caffe BGR
+        mean for VGG and ResNet, [-1, 1] for MobileNet, Xception, Inception,
+        ResNetV2 and NASNet, torch mean/std for DenseNet, nothing for EfficientNet,
+        ConvNeXt and MobileNetV3, whose models include it), and the pixels in
+        [0, 255] unchanged (``"none"``) for a model of one's own. A family name
+        (``"vgg16"``, ``"resnet_v2"``, ...) picks one explicitly; ``"rescale"`` is the
+        book's ``x / 255``, which costs VGG16 about 8 points of accuracy on cats vs
+        dogs.
     batch_size : int, default=32
         Images per forward pass; memory use grows with it, not with the number of
         images.
@@ -81,8 +94,8 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         process-wide in-memory cache bounded to 1 GiB (least recently used maps go
         first), which also fronts the disk. ``None`` caches nothing. The raw map of
         each requested layer is kept, and of block3/4/5_pool when a pass goes by them,
-        so a deeper cut resumes from a cached shallower one; at 150×150 that is at
-        most 0.53 MB per image. A cached result is exactly what computing it gives.
+        so a deeper cut resumes from a cached shallower one; for VGG16 at 150×150 that
+        is at most 0.53 MB per image. A cached result is exactly what computing it gives.
     verbose : int, default=0
         A progress bar over batches when > 0.
     random_state : int, RandomState instance or None, default=None
@@ -107,6 +120,8 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         The layer name the base is cut at.
     image_size_ : tuple of int
         (height, width) images are resized to.
+    preprocessing_ : str
+        The preprocessing applied (what ``"auto"`` stands for).
     feature_map_shape_ : tuple of int
         (h, w, c) of the feature map at ``layer_`` before pooling.
     n_features_out_ : int
@@ -177,6 +192,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         **{
             name: BASE_PARAMETER_CONSTRAINTS[name]
             for name in (
+                "backbone",
                 "weights",
                 "layer",
                 "image_size",
@@ -196,11 +212,12 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
     def __init__(
         self,
         *,
+        backbone="vgg16",
         weights="imagenet",
-        layer="block5_pool",
+        layer=5,
         pooling="flatten",
         image_size=(150, 150),
-        preprocessing="vgg16",
+        preprocessing="auto",
         batch_size=32,
         on_error="raise",
         memory=None,
@@ -209,6 +226,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         backend="tensorflow",
         quantize=None,
     ):
+        self.backbone = backbone
         self.weights = weights
         self.layer = layer
         self.pooling = pooling
@@ -248,8 +266,6 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
             check_consistent_length(images, y)
         if isinstance(images, ImageFiles) and self.on_error == "raise":
             images.check_exist()
-        self.layer_ = resolve_layer(self.layer)
-        self.image_size_ = check_image_size(self.image_size, self.layer_)
         if self.quantize is not None and self.backend != "openvino":
             raise ValueError(
                 f"`quantize={self.quantize!r}` needs `backend='openvino'` (NNCF "
@@ -258,10 +274,12 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
             )
         _backends.check_backend(self.backend, self.quantize)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        self._weights_source = resolve_weights(self.weights, seed)
-        self.weights_sha256_ = get_base(self._weights_source).sha256
-        self.weights_path_ = self._weights_source.path
-        self.feature_map_shape_ = feature_map_shape(self.layer_, self.image_size_)
+        source, entry, self.image_size_, self.preprocessing_ = resolve_base(self, seed)
+        self._weights_source = source
+        self.layer_ = entry.resolve_layer(self.layer)
+        self.feature_map_shape_ = check_image_size(entry, self.image_size_, self.layer_)
+        self.weights_sha256_ = entry.sha256
+        self.weights_path_ = source.path
         height, width, channels = self.feature_map_shape_
         self.n_features_out_ = (
             height * width * channels if self.pooling == "flatten" else channels
@@ -272,7 +290,7 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         if self.quantize == "int8":
             *self._quantized_ir, self.n_calibration_images_ = _backends.quantize_int8(
                 self._weights_source, self.layer_, self.image_size_,
-                self.preprocessing, images, batch_size=self.batch_size,
+                self.preprocessing_, images, batch_size=self.batch_size,
                 on_error=self.on_error, verbose=self.verbose,
             )
             self._quantized_ir = tuple(self._quantized_ir)
@@ -314,18 +332,25 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
                 **settings,
             )
         else:
+            entry = get_base(self._weights_source)
+            graph = entry.graph
             features, skipped = _cache.cached_transform(
                 self._feature_store(),
                 images,
                 layer=self.layer_,
                 pooling=self.pooling,
-                map_shape=lambda layer: feature_map_shape(layer, self.image_size_),
+                map_shape=lambda layer: entry.map_shape(layer, self.image_size_),
                 segment=_segment_function(runner, self.layer_),
                 # Exported models run the whole cut at once: no resuming there.
                 resume_from=(
-                    VGG16_LAYERS[: layer_index(self.layer_)][::-1]
+                    [name for name in reversed(graph.names[: graph.position[self.layer_]])
+                     if name in graph.cut_points]
                     if isinstance(runner, TensorFlowRunner) else ()
                 ),
+                waypoints=[
+                    name for stage, name in graph.stage_ends.items()
+                    if stage >= 3 and name in graph.cut_points
+                ],
                 **settings,
             )
         if self.on_error == "skip":
@@ -372,10 +397,13 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _feature_store(self):
         quantized = getattr(self, "_quantized_ir", None)
+        source = self._weights_source
         namespace, settings = _cache.namespace_key(
+            backbone=source.architecture or source.model_sha256,
+            input_size=source.input_size,
             weights_sha256=self.weights_sha256_,
             image_size=self.image_size_,
-            preprocessing=self.preprocessing,
+            preprocessing=self.preprocessing_,
             backend=self.backend,
             jpeg_draft=os.environ.get(DRAFT_ENV_VAR) != "0",  # decoded pixels differ
             # An INT8 model is learned in fit: its maps are its own.
@@ -390,6 +418,13 @@ class ConvFeatureExtractor(TransformerMixin, BaseEstimator):
         state = dict(super().__getstate__())
         state.pop("_runner", None)
         return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state.setdefault("backbone", "vgg16")  # pickled before backbones existed
+        if "_fitted_settings" in state and "layer_" in state:
+            state.setdefault("preprocessing_", state.get("preprocessing"))
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -415,14 +450,14 @@ def feature_runner(extractor):
         _check_weights_unchanged(extractor)
         if extractor.backend == "tensorflow":
             runner = TensorFlowRunner(
-                extractor._weights_source, extractor.layer_, extractor.preprocessing
+                extractor._weights_source, extractor.layer_, extractor.preprocessing_
             )
         elif getattr(extractor, "_quantized_ir", None) is not None:
             runner = _backends.int8_runner(extractor._quantized_ir)
         else:
             runner = _backends.get_runner(
                 extractor.backend, extractor._weights_source, extractor.layer_,
-                extractor.image_size_, extractor.preprocessing,
+                extractor.image_size_, extractor.preprocessing_,
             )
         extractor._runner = runner
     return runner
@@ -437,7 +472,7 @@ def tensorflow_runner(extractor):
     check_is_fitted(extractor)
     _check_weights_unchanged(extractor)
     return TensorFlowRunner(
-        extractor._weights_source, extractor.layer_, extractor.preprocessing
+        extractor._weights_source, extractor.layer_, extractor.preprocessing_
     )
 
 
@@ -455,7 +490,9 @@ def with_weights_file(extractor, path):
     fitted with.
     """
     local = copy.copy(extractor)
-    local._weights_source = WeightsSource("file", path=os.fspath(path))
+    local._weights_source = dataclasses.replace(
+        extractor._weights_source, kind="file", path=os.fspath(path)
+    )
     local._runner = None
     feature_runner(local)
     return local
@@ -463,7 +500,7 @@ def with_weights_file(extractor, path):
 
 # The parameters the features depend on: changed after fit, they need a new fit.
 _FEATURE_PARAMETERS = (
-    "weights", "layer", "pooling", "image_size", "preprocessing", "backend", "quantize",
+    "backbone", "weights", "layer", "pooling", "image_size", "preprocessing", "backend", "quantize",
     "random_state",
 )
 
@@ -472,7 +509,9 @@ def _feature_settings(extractor):
     settings = {}
     for name in _FEATURE_PARAMETERS:
         value = getattr(extractor, name)
-        if isinstance(value, (list, tuple)):
+        if name == "backbone":
+            value = backbone_token(value)
+        elif isinstance(value, (list, tuple)):
             value = tuple(value)
         elif isinstance(value, os.PathLike):
             value = os.fspath(value)

@@ -1,7 +1,7 @@
-"""FineTuner: the book's two-phase fine-tuning of VGG16 as a scikit-learn classifier.
+"""FineTuner: the book's two-phase fine-tuning of a convnet as a scikit-learn classifier.
 
 Phase 1 trains the dense head on the frozen base; phase 2 unfreezes the top
-``unfreeze`` blocks and trains them with the head at a very low learning rate. How each
+``unfreeze`` stages and trains them with the head at a very low learning rate. How each
 phase runs (end to end, or on the cached output of the frozen prefix) is in
 ``_finetune_phases``.
 """
@@ -17,13 +17,14 @@ from sklearn.utils.validation import (
     column_or_1d,
 )
 
-from ._backbone import N_BLOCKS, get_base
+from ._backbone import fresh_copy
 from ._compat import Interval, StrOptions, fit_context
 from ._decode import decode_image
 from ._finetune_phases import CachedTraining, EndToEndTraining, cache_cut
 from ._images import ImageFiles, check_images, run_batches
 from ._keras_layers import augmentation_layers, check_augment, preprocessing_layer_class
-from ._keras_state import KerasModelState
+from ._keras_state import BackboneParameterState, KerasModelState
+from ._stages import N_STAGES
 from ._training import (
     OPTIMIZERS,
     check_two_classes,
@@ -34,18 +35,19 @@ from ._training import (
     probabilities,
     targets_and_loss,
 )
-from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size
-from ._weights import resolve_weights
+from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size, resolve_base
 
 
-class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
-    """Fine-tune the top of VGG16 with a dense head: the book's §5.3.2 recipe.
+class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEstimator):
+    """Fine-tune the top of a convnet with a dense head: the book's §5.3.2 recipe.
 
-    1. Build the VGG16 convolutional base + Flatten → Dense(relu) → Dropout →
-       Dense(sigmoid for two classes, softmax for more).
+    1. Build the convolutional base (VGG16 by default) + Flatten → Dense(relu) →
+       Dropout → Dense(sigmoid for two classes, softmax for more).
     2. Phase 1: train the head with the whole base frozen.
-    3. Phase 2: unfreeze the top ``unfreeze`` convolutional blocks and train them with
-       the head at a very low learning rate.
+    3. Phase 2: unfreeze the top ``unfreeze`` stages and train them with the head at
+       a very low learning rate. BatchNormalization layers stay in inference mode
+       (the base runs with ``training=False``), as Keras' transfer-learning guide
+       advises: otherwise the first epochs wreck the pretrained statistics.
 
     Without augmentation, the output of the frozen blocks is computed once per image
     and cached (``cache``), so each epoch only runs the unfrozen top and the head: the
@@ -53,19 +55,24 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
+    backbone : str or keras.Model, default="vgg16"
+        As for :class:`ConvFeatureExtractor`: a keras.applications convnet name or a
+        built Keras model of one's own.
     weights : "imagenet", None or path, default="imagenet"
-        As for :class:`ConvFeatureExtractor`: Keras' ImageNet download (or the file in
-        ``SKLEARN_CONVFEAT_WEIGHTS``), a local weights file, or None for random
+        As for :class:`ConvFeatureExtractor`: Keras' ImageNet download (or the files
+        ``SKLEARN_CONVFEAT_WEIGHTS`` names), a local weights file, or None for random
         weights drawn from ``random_state``.
     unfreeze : int, default=1
-        Convolutional blocks trained in phase 2, counted from the top: 1 is block5
-        (the book's choice), 5 is the whole base; 0 keeps the base frozen and skips
-        phase 2.
-    image_size : (int, int) or int, default=(150, 150)
-        (height, width) every image is resized to.
-    preprocessing : {"vgg16", "rescale"}, default="vgg16"
-        ``keras.applications.vgg16.preprocess_input`` (what the ImageNet weights
-        expect) or the book's ``x / 255``.
+        Stages trained in phase 2, counted from the top, with the stage boundaries
+        of :class:`ConvFeatureExtractor`'s ``layer``: for VGG16 1 is block5 (the
+        book's choice), 5 the whole base; 0 keeps the base frozen and skips phase 2.
+        At most the number of stages the network has.
+    image_size : (int, int), int or None, default=(150, 150)
+        (height, width) every image is resized to; None is the network's native size.
+    preprocessing : str, default="auto"
+        As for :class:`ConvFeatureExtractor`: ``"auto"`` is what the backbone's
+        ImageNet weights expect (``keras.applications.vgg16.preprocess_input`` for
+        VGG16); a family name; or ``"rescale"``, the book's ``x / 255``.
     hidden_units : int, default=256
         Units of the head's hidden Dense layer.
     dropout : float, default=0.5
@@ -124,7 +131,12 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
     model_ : keras.Model
         The full network, images in [0, 255] → class probabilities: an
         ``"augmentation"`` block (with ``augment``), a ``"preprocessing"`` layer, the
-        nested ``"vgg16"`` base, and the head. :func:`cam` explains it.
+        nested base (named as the network, e.g. ``"vgg16"``), and the head.
+        :func:`cam` explains it.
+    image_size_ : tuple of int
+        (height, width) images are resized to.
+    preprocessing_ : str
+        The preprocessing applied (what ``"auto"`` stands for).
     history_ : dict of str to list
         Per-epoch ``loss``, ``accuracy`` (and ``val_*``) over both phases,
         ``phase`` (1 or 2) and ``epoch_seconds`` (wall time) of each epoch.
@@ -167,6 +179,7 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         **{
             name: BASE_PARAMETER_CONSTRAINTS[name]
             for name in (
+                "backbone",
                 "weights",
                 "image_size",
                 "preprocessing",
@@ -175,7 +188,7 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
                 "random_state",
             )
         },
-        "unfreeze": [Interval(Integral, 0, N_BLOCKS, closed="both")],
+        "unfreeze": [Interval(Integral, 0, N_STAGES, closed="both")],
         "hidden_units": [Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "augment": ["boolean", dict],
@@ -194,10 +207,11 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         *,
+        backbone="vgg16",
         weights="imagenet",
         unfreeze=1,
         image_size=(150, 150),
-        preprocessing="vgg16",
+        preprocessing="auto",
         hidden_units=256,
         dropout=0.5,
         augment=False,
@@ -215,6 +229,7 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=0,
     ):
+        self.backbone = backbone
         self.weights = weights
         self.unfreeze = unfreeze
         self.image_size = image_size
@@ -259,7 +274,7 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         if isinstance(self.unfreeze, bool):
             raise ValueError(
                 "The 'unfreeze' parameter of FineTuner must be an int in the range "
-                f"[0, {N_BLOCKS}] (blocks trained in phase 2). Got {self.unfreeze!r}."
+                f"[0, {N_STAGES}] (stages trained in phase 2). Got {self.unfreeze!r}."
             )
         augment = check_augment(self.augment)
         images = check_images(X)
@@ -267,7 +282,6 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         check_consistent_length(images, y)
         check_classification_targets(y)
         _check_readable(images, "X")
-        self.image_size_ = check_image_size(self.image_size, "block5_pool")
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
         check_two_classes(self, self.classes_)
         n_classes = len(self.classes_)
@@ -275,8 +289,11 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
             draw_seeds(self.random_state, 7)
         )
 
-        source = resolve_weights(self.weights, weights_seed)
-        base_entry = get_base(source)
+        source, base_entry, self.image_size_, self.preprocessing_ = resolve_base(
+            self, weights_seed
+        )
+        check_image_size(base_entry, self.image_size_, base_entry.graph.names[-1])
+        cut = cache_cut(base_entry, self.unfreeze)  # checks unfreeze against the stages
         self.weights_sha256_ = base_entry.sha256
 
         train_rows = np.arange(len(y))
@@ -310,12 +327,14 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
             validation = (validation[0], targets_and_loss(validation[1], n_classes)[0])
 
         self.model_ = self._build_network(
-            base_entry.model.get_weights(), n_classes, head_seeds, augment, augment_seed
+            base_entry, n_classes, head_seeds, augment, augment_seed
         )
-        cut = cache_cut(self.unfreeze)
-        use_cache = self.cache is not None and not augment and cut is not None
+        use_cache = (
+            self.cache is not None and not augment and cut is not None
+            and cut in base_entry.graph.cut_points
+        )
         trainer = CachedTraining if use_cache else EndToEndTraining
-        training = trainer(self, source, cut, loss, order_seed)
+        training = trainer(self, source, base_entry, cut, loss, order_seed)
         history = training.run(train_images, targets, sample_weight, validation)
         self.cache_ = training.cache_kind
         self.history_ = history
@@ -377,7 +396,7 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
             return np.log(proba[:, 1]) - np.log(proba[:, 0])
         return np.log(proba)
 
-    def _build_network(self, base_weights, n_classes, head_seeds, augment, augment_seed):
+    def _build_network(self, base_entry, n_classes, head_seeds, augment, augment_seed):
         import keras
 
         height, width = self.image_size_
@@ -385,12 +404,10 @@ class FineTuner(KerasModelState, ClassifierMixin, BaseEstimator):
         x = inputs
         if augment:
             x = augmentation_layers(augment, augment_seed)(x)
-        x = preprocessing_layer_class()(self.preprocessing, name="preprocessing")(x)
-        base = keras.applications.VGG16(
-            weights=None, include_top=False, input_shape=(height, width, 3)
-        )
-        base.set_weights(base_weights)
-        x = base(x)
+        x = preprocessing_layer_class()(self.preprocessing_, name="preprocessing")(x)
+        base = fresh_copy(base_entry, self.image_size_)
+        # Inference mode for good: BatchNormalization keeps its ImageNet statistics.
+        x = base(x, training=False)
         x = keras.layers.Flatten(name="flatten")(x)
         for layer in head_layers(
             n_classes=n_classes,

@@ -11,8 +11,9 @@ import tempfile
 
 import numpy as np
 
-from ._backbone import N_BLOCKS, TensorFlowRunner, feature_map_shape
+from ._backbone import TensorFlowRunner
 from ._images import run_batches
+from ._stages import operation_output, top_operations
 from ._training import (
     compile_for_training,
     custom_gradients_released,
@@ -33,34 +34,35 @@ class _Training:
 
     cache_kind = None
 
-    def __init__(self, tuner, source, cut, loss, order_seed):
+    def __init__(self, tuner, source, entry, cut, loss, order_seed):
         self.tuner = tuner
         self.source = source
+        self.entry = entry
         self.cut = cut
         self.loss = loss
         self.order_seed = order_seed
         self.history = {"phase": []}
-        self.base = tuner.model_.get_layer("vgg16")
+        self.base = base_of(tuner.model_)
 
     def run(self, images, targets, sample_weight, validation):
         try:
             self._run_phases(images, targets, sample_weight, validation)
         finally:  # temporary cache files go whatever happened
             self.cleanup()
-        _set_trainable_blocks(self.base, self.tuner.unfreeze)
+        _set_trainable(self.base, self.cut)
         return self.history
 
     def _run_phases(self, images, targets, sample_weight, validation):
         tuner = self.tuner
         phase1_model, phase1_inputs, phase1_validation = self.phase1(images, validation)
-        _set_trainable_blocks(self.base, 0)
+        _set_trainable(self.base, self.base.operations[-1].name)
         self.fit_phase(
             1, phase1_model, phase1_inputs, targets, sample_weight, phase1_validation,
             tuner.head_epochs, tuner.head_learning_rate,
         )
         if tuner.unfreeze > 0 and tuner.fine_tune_epochs > 0:
             phase2_model, phase2_inputs, phase2_validation = self.phase2()
-            _set_trainable_blocks(self.base, tuner.unfreeze)
+            _set_trainable(self.base, self.cut)
             self.fit_phase(
                 2, phase2_model, phase2_inputs, targets, sample_weight,
                 phase2_validation, tuner.fine_tune_epochs, tuner.fine_tune_learning_rate,
@@ -130,7 +132,7 @@ class CachedTraining(_Training):
         import keras
 
         tuner = self.tuner
-        self.map_shape = feature_map_shape(self.cut, tuner.image_size_)
+        self.map_shape = self.entry.map_shape(self.cut, tuner.image_size_)
         self._folder = None
         n_val = 0 if validation is None else len(validation[0])
         self.cache_kind = self._choose_cache(len(images) + n_val)
@@ -141,13 +143,15 @@ class CachedTraining(_Training):
 
         # The base's layers above the cut and the head, reused on cached inputs:
         # training these shared layers trains model_ itself.
-        cut_index = [layer.name for layer in self.base.layers].index(self.cut)
-        self.upper_layers = self.base.layers[cut_index + 1 :]
+        has_upper = self.cut != top_operations(self.base)[-1].name
         head = [tuner.model_.get_layer(name) for name in HEAD_LAYER_NAMES]
         prefix_input = keras.Input(self.map_shape, name="frozen_prefix")
         x = prefix_input
-        for layer in self.upper_layers:
-            x = layer(x)
+        if has_upper:
+            upper_part = keras.Model(
+                operation_output(self.base, self.cut), self.base.output, name="upper"
+            )
+            x = upper_part(x, training=False)
         base_output = x
         for layer in head:
             x = layer(x)
@@ -160,7 +164,7 @@ class CachedTraining(_Training):
         for layer in head:
             x = layer(x)
         head_model = keras.Model(head_input, x, name="finetuner_head")
-        if not self.upper_layers:
+        if not has_upper:
             return head_model, self.prefix, self.prefix_validation
         features = self._apply(upper, self.prefix)
         features_validation = None
@@ -189,7 +193,7 @@ class CachedTraining(_Training):
                 os.path.join(self._folder.name, f"{name}.npy"),
                 mode="w+", dtype=np.float32, shape=(len(images), n_values),
             )
-        runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing)
+        runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing_)
         values, _ = run_batches(
             lambda batch: runner.features(batch, "flatten"), images,
             n_outputs=n_values, image_size=tuner.image_size_,
@@ -232,22 +236,37 @@ def _epoch_timer():
     return EpochTimer()
 
 
-def cache_cut(unfreeze):
-    """The last frozen layer in phase 2, whose output is cached; None if none is."""
-    if unfreeze >= N_BLOCKS:
+def base_of(model):
+    """The convolutional base nested in a FineTuner's network."""
+    import keras
+
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model)
+                and layer.name != "augmentation")
+
+
+def cache_cut(entry, unfreeze):
+    """The end of the last stage frozen in phase 2 (whose output may be cached);
+    None when every stage trains. Raises when ``unfreeze`` exceeds the stages."""
+    ends = list(entry.graph.stage_ends.values())
+    if unfreeze > len(ends):
+        raise ValueError(
+            f"`unfreeze` must be at most {len(ends)}, the number of stages of "
+            f"{entry.network} ({', '.join(map(repr, ends))}). Got unfreeze={unfreeze}."
+        )
+    if unfreeze == len(ends):
         return None
-    return f"block{N_BLOCKS - unfreeze}_pool"
+    return ends[len(ends) - 1 - unfreeze]
 
 
-def _block_of(layer_name):
-    return int(layer_name[5]) if layer_name.startswith("block") else 0
-
-
-def _set_trainable_blocks(base, n_blocks):
-    """Make the top ``n_blocks`` blocks of the base trainable, freeze the rest."""
+def _set_trainable(base, last_frozen):
+    """Freeze the base up to ``last_frozen`` (None: nothing), train what follows."""
     base.trainable = True
-    for layer in base.layers:
-        layer.trainable = _block_of(layer.name) > N_BLOCKS - n_blocks
+    frozen = last_frozen is not None
+    for operation in top_operations(base):
+        if hasattr(operation, "trainable"):
+            operation.trainable = not frozen
+        if operation.name == last_frozen:
+            frozen = False
 
 
 def _available_memory():

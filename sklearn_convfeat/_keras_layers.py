@@ -72,14 +72,14 @@ def augmentation_layers(settings, seed):
 
 @cache
 def preprocessing_layer_class():
-    """The VGG16 input scaling as a serialisable layer (registered on first use)."""
+    """The base's input preprocessing as a serialisable layer (registered on first use)."""
     import keras
 
-    from ._backbone import preprocess
+    from ._architectures import preprocess
 
     @keras.saving.register_keras_serializable(package="sklearn_convfeat")
     class VGGPreprocessing(keras.layers.Layer):
-        """RGB images in [0, 255] → the base's input: ``"vgg16"`` or ``"rescale"``."""
+        """RGB images in [0, 255] → the base's input, by preprocessing ``mode``."""
 
         def __init__(self, mode="vgg16", **kwargs):
             super().__init__(**kwargs)

@@ -120,3 +120,49 @@ class KerasModelState:
 
     def _register_keras_objects(self):
         """Register the custom Keras classes ``model_`` uses; none by default."""
+
+
+class SavedKerasModel:
+    """A keras.Model parameter inside a pickle: its ``.keras`` bytes."""
+
+    def __init__(self, data, fitted):
+        self.data = data
+        self.fitted = fitted  # the very model the estimator was fitted with
+
+
+def backbone_token(backbone):
+    """What the fitted-settings check compares for a ``backbone`` parameter: the name,
+    or the identity of the keras.Model object."""
+    return backbone if isinstance(backbone, str) else ("keras.Model", id(backbone))
+
+
+class BackboneParameterState:
+    """Mixin pickling a keras.Model ``backbone`` parameter as ``.keras`` bytes.
+
+    When the parameter is the model the estimator was fitted with, the bytes of the
+    fitted weights source are reused (pickle stores one copy), and after unpickling
+    the new model counts as the fitted one.
+    """
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        backbone = state.get("backbone")
+        if backbone is not None and not isinstance(backbone, str):
+            fitted_settings = state.get("_fitted_settings") or {}
+            fitted = fitted_settings.get("backbone") == backbone_token(backbone)
+            source = state.get("_weights_source")
+            data = getattr(source, "model_data", None) if fitted else None
+            state["backbone"] = SavedKerasModel(data or model_to_bytes(backbone), fitted)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.get("backbone")
+        if isinstance(saved, SavedKerasModel):
+            model = model_from_bytes(saved.data, compile=False)
+            state["backbone"] = model
+            if saved.fitted and "_fitted_settings" in state:
+                state["_fitted_settings"] = {
+                    **state["_fitted_settings"], "backbone": backbone_token(model)
+                }
+        super().__setstate__(state)

@@ -1,10 +1,13 @@
-"""Parameter rules shared by the estimators that run the VGG16 base on images."""
+"""Parameter rules shared by the estimators that run a convolutional base on images."""
 
 import os
 from numbers import Integral
 
-from ._backbone import N_BLOCKS, VGG16_LAYERS, min_image_size, resolve_layer
-from ._compat import Interval, StrOptions
+from ._architectures import PREPROCESSING_MODES, native_size, resolve_preprocessing
+from ._backbone import backbone_source_parts, get_base
+from ._compat import HasMethods, Interval, StrOptions
+from ._stages import N_STAGES
+from ._weights import resolve_weights
 
 
 class IntInterval(Interval):
@@ -18,18 +21,18 @@ class IntInterval(Interval):
 
 
 BASE_PARAMETER_CONSTRAINTS = {
+    "backbone": [str, HasMethods(["get_layer", "get_weights"])],
     "weights": [StrOptions({"imagenet"}), None, str, os.PathLike],
-    "layer": [StrOptions(set(VGG16_LAYERS)), IntInterval(1, N_BLOCKS, closed="both")],
-    "image_size": [tuple, list, IntInterval(1, None, closed="left")],
-    "preprocessing": [StrOptions({"vgg16", "rescale"})],
+    "layer": [str, IntInterval(1, N_STAGES, closed="both")],
+    "image_size": [tuple, list, IntInterval(1, None, closed="left"), None],
+    "preprocessing": [StrOptions(set(PREPROCESSING_MODES))],
     "batch_size": [IntInterval(1, None, closed="left")],
     "verbose": ["verbose"],
     "random_state": ["random_state"],
 }
 
 
-def check_image_size(image_size, layer):
-    """``image_size`` as a (height, width) tuple of ints large enough for ``layer``."""
+def _size_pair(image_size):
     if isinstance(image_size, Integral):
         image_size = (image_size, image_size)
     if (
@@ -37,16 +40,39 @@ def check_image_size(image_size, layer):
         or not all(isinstance(side, Integral) and not isinstance(side, bool) for side in image_size)
     ):
         raise ValueError(
-            "`image_size` must be an int or a (height, width) pair of ints. "
-            f"Got {image_size!r} instead."
+            "`image_size` must be an int, a (height, width) pair of ints, or None for "
+            f"the network's native size. Got {image_size!r} instead."
         )
-    height, width = (int(side) for side in image_size)
-    smallest = min_image_size(layer)
-    if height < smallest or width < smallest:
-        raise ValueError(
-            f"`image_size` must be at least ({smallest}, {smallest}) for "
-            f"layer={resolve_layer(layer)!r}: VGG16 halves the size at each pooling "
-            f"layer up to there. Got {tuple(image_size)!r}; use a larger size "
-            "(the book uses (150, 150)) or cut the base lower."
-        )
-    return height, width
+    return tuple(int(side) for side in image_size)
+
+
+def resolve_base(estimator, seed):
+    """Resolve ``backbone``, ``weights``, ``image_size`` and ``preprocessing``.
+
+    Returns ``(source, entry, image_size, preprocessing)``: the weights source, its
+    cached base, the (height, width) images are resized to, and the preprocessing
+    mode ``"auto"`` stands for.
+    """
+    image_size = estimator.image_size
+    if image_size is not None:
+        image_size = _size_pair(image_size)
+    architecture, own, fixed = backbone_source_parts(estimator.backbone, image_size)
+    if image_size is None and architecture is not None:
+        image_size = native_size(architecture)
+        architecture, own, fixed = backbone_source_parts(estimator.backbone, image_size)
+    source = resolve_weights(estimator.weights, seed, architecture, own, input_size=fixed)
+    entry = get_base(source)
+    if image_size is None:
+        if entry.fixed_size is None:
+            raise ValueError(
+                "`image_size=None` means the network's native size, but the backbone "
+                "model takes any size. Pass image_size=(height, width)."
+            )
+        image_size = entry.fixed_size
+    preprocessing = resolve_preprocessing(estimator.preprocessing, architecture)
+    return source, entry, image_size, preprocessing
+
+
+def check_image_size(entry, image_size, layer):
+    """Raise a clear error when ``image_size`` is too small for ``layer``; its map shape."""
+    return entry.check_image_size(image_size, layer)

@@ -34,9 +34,10 @@ except ImportError as exc:
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._architectures import keras_weights_file
 from ._extractor import ConvFeatureExtractor, weights_source, with_weights_file
 from ._files import write_atomic
-from ._weights import WEIGHTS_ENV_VAR
+from ._weights import WEIGHTS_ENV_VAR, local_imagenet_file
 
 __all__ = ["transform", "upload_weights"]
 
@@ -221,7 +222,8 @@ def upload_weights(client, extractor):
         )
     check_is_fitted(extractor)
     source = weights_source(extractor)
-    if source.kind == "random":
+    # Random weights are a seed, and a model of one's own travels in the pickle.
+    if source.kind == "random" or (source.kind == "imagenet" and source.architecture is None):
         return None
     if source.kind == "imagenet":
         raise ValueError(
@@ -229,7 +231,7 @@ def upload_weights(client, extractor):
             "upload_weights does not ship: each worker reads its own Keras cache or "
             f"its {WEIGHTS_ENV_VAR} file. To ship the weights, fit the extractor with "
             "the local file instead, e.g. weights=os.path.expanduser('~/.keras/models/"
-            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5')."
+            f"{keras_weights_file(source.architecture)}')."
         )
     plugin = _WeightsUpload(source.path)
     client.register_plugin(plugin, name=plugin.name)
@@ -340,15 +342,15 @@ def _for_this_process(extractor):
 
 def _weights_here(source):
     """The file to read ``source``'s weights from here, or None to use ``source``."""
-    if source.kind == "random":
+    if source.kind == "random" or source.architecture is None and source.kind != "file":
         return None
     if source.kind == "file" and source.path in _UPLOADED:
         return _UPLOADED[source.path]
     if source.kind == "file" and os.path.isfile(source.path):
         return None
-    override = os.environ.get(WEIGHTS_ENV_VAR)
-    if override and os.path.isfile(override):
-        return os.path.abspath(os.path.expanduser(override))
+    local = None if source.architecture is None else local_imagenet_file(source.architecture)
+    if local is not None:
+        return local
     if source.kind == "imagenet":
         return None  # Keras' cache, or its download, as on the client
     raise FileNotFoundError(

@@ -55,3 +55,13 @@ def make_image_folder(root, counts=None, size=(40, 40), ext=".png"):
 @pytest.fixture
 def image_folder(tmp_path):
     return make_image_folder(tmp_path / "data")
+
+
+def pytest_collection_modifyitems(config, items):
+    # The largest networks and the full export matrix take minutes: run on request.
+    if "large_backbone" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="large backbone: run with -m large_backbone")
+    for item in items:
+        if "large_backbone" in item.keywords:
+            item.add_marker(skip)

@@ -179,7 +179,7 @@ def test_cache_folder_is_keras_home_or_a_temporary_one(monkeypatch, tmp_path):
 
 
 def test_file_name_holds_everything_the_export_depends_on():
-    key = _backends.model_key("ab" * 32, "block3_pool", (150, 120), "rescale")
+    key = _backends.model_key("vgg16", "ab" * 32, "block3_pool", (150, 120), "rescale")
     assert key == (
         f"vgg16-{'ab' * 10}-block3_pool-150x120-rescale-v{_backends.FORMAT_VERSION}"
     )

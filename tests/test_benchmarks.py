@@ -88,6 +88,12 @@ TINY_RUNS = {
         # 30 paths > the 24 images of the dataset fixture: the list repeats
         "--image-size", "32", "--batch-size", "4", "--sizes", "4", "30",
     ],
+    "bench_backbones": [
+        # MobileNetV3Large beside VGG16 at 224 (native) gives issue 13's first ratio.
+        "--backbones", "vgg16", "MobileNetV3Large", "--sizes", "32,native",
+        "--images", "6", "--batch-size", "4", "--repeats", "2",
+        "--backends", "tensorflow", "--accuracy",
+    ],
 }
 
 
@@ -205,6 +211,46 @@ def test_bench_memory(bench, dataset, smoke_results):
     assert "working_growth_mb" in results
 
 
+def test_bench_backbones(bench, dataset, smoke_results, model_cache):
+    results = run_tiny(bench, "bench_backbones", dataset, smoke_results)
+    rows = results["rows"]
+    assert {(row["backbone"], row["image_size"], row["native"], row["input"])
+            for row in rows} == {
+        (backbone, size, native, kind)
+        for backbone in ("VGG16", "MobileNetV3Large")
+        for size, native in ((32, None), (224, True))
+        for kind in ("paths", "arrays")
+    }
+    params = {"VGG16": 14714688, "MobileNetV3Large": 2996352}
+    for row in rows:
+        assert row["backend"] == "tensorflow" and row["images"] == 6
+        assert len(row["seconds"]) == 2  # one timing per round
+        assert row["images_per_second"] > 0 and row["gflops"] > 0
+        assert row["gflop_per_s"] == pytest.approx(
+            row["images_per_second"] * row["gflops"])
+        assert row["params"] == params[row["backbone"]]
+        assert row["rss_loaded_mb"] > 0 and row["transform_peak_mb"] > 0
+        assert row["weights"].startswith("random (seeded)")
+        is_reference = (row["image_size"], row["input"]) == (224, "arrays")
+        assert row.get("reference") == (
+            {"VGG16": 7.3, "MobileNetV3Large": 134}[row["backbone"]]
+            if is_reference else None)
+    vgg16 = {row["image_size"]: row["gflops"] for row in rows
+             if row["backbone"] == "VGG16"}
+    assert vgg16[224] == pytest.approx(30.693261312)  # count_flops(5, 224)
+    assert results["failures"] == []
+    targets = {target["backbone"]: target for target in results["targets"]}
+    assert set(targets) == {"MobileNetV3Large", "EfficientNetB0", "ConvNeXtTiny"}
+    mobilenet = targets["MobileNetV3Large"]
+    assert mobilenet["ratio"] == pytest.approx(
+        mobilenet["images_per_second"] / mobilenet["vgg16_images_per_second"])
+    assert mobilenet["met"] == (mobilenet["ratio"] >= 10)
+    assert targets["ConvNeXtTiny"]["ratio"] is None  # not measured: n/a
+    assert results["accuracy"] == {  # VGG16 only with a weights file
+        "rows": [], "skipped": [{"backbone": "VGG16", "reason": "no weights file: random"}]
+    }
+
+
 def test_plot_results(bench, dataset, smoke_results, tmp_path, model_cache):
     pytest.importorskip("matplotlib")
     for name in TINY_RUNS:  # the files of the smoke tests above, unless run alone
@@ -213,7 +259,8 @@ def test_plot_results(bench, dataset, smoke_results, tmp_path, model_cache):
     written = bench("plot_results").main([
         "--results", str(smoke_results), "--out-dir", str(tmp_path / "docs"),
     ])
-    assert sorted(path.name for path in written) == ["memory.png", "throughput.png"]
+    assert sorted(path.name for path in written) == [
+        "backbones.png", "memory.png", "throughput.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

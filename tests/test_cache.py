@@ -175,9 +175,9 @@ def test_any_setting_that_changes_the_maps_misses(tmp_path, images, change):
 def test_a_weights_file_changed_in_place_gets_a_new_namespace(tmp_path, images):
     import keras
 
-    from sklearn_convfeat._weights import build_vgg16_base, resolve_weights
+    from sklearn_convfeat._weights import build_base, resolve_weights
 
-    base = build_vgg16_base(resolve_weights(None, 0))
+    base = build_base(resolve_weights(None, 0))
     weights = tmp_path / "vgg.weights.h5"
     base.save_weights(weights)
     params = dict(SMALL, weights=str(weights), memory=tmp_path / "cache")

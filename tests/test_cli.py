@@ -299,7 +299,7 @@ def layouts(tmp_path):
         ),
         (
             ["extract", "mixed/a", "-o", "f.npy", *TINY, "--layer", "blok5"],
-            "The 'layer' parameter of ConvFeatureExtractor must be",
+            "`layer` must be a stage number",
         ),
         (
             ["extract", "mixed/a", "-o", "f.npy", *TINY, "--batch-size", "0"],
@@ -441,3 +441,17 @@ def test_evaluate_without_data_dir_fetches_the_example_data(monkeypatch, capsys)
     monkeypatch.setattr(datasets, "fetch_cats_and_dogs", offline)
     assert main(["evaluate", *TINY]) == 2
     assert "SKLEARN_CONVFEAT_DATA" in capsys.readouterr().err
+
+
+def test_extract_with_another_backbone(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", {"x": 2}, size=(32, 32)) / "x"
+    out = tmp_path / "features.npy"
+    expected = ConvFeatureExtractor(
+        backbone="resnet50", weights=None, image_size=32, layer=3, pooling="avg",
+        random_state=0,
+    ).fit_transform(image_paths(folder))
+    argv = ["extract", str(folder), "-o", str(out), *TINY, "--backbone", "ResNet50",
+            "--layer", "3", "--pooling", "avg", "--quiet"]
+    assert main(argv) == 0
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
+    assert "(conv3_block4_out, avg)" in capsys.readouterr().out

@@ -173,7 +173,7 @@ def test_each_worker_builds_the_base_once(client, extractor, images, expected):
     def count_builds():  # runs in each worker process
         from sklearn_convfeat import _backbone
 
-        original = getattr(_backbone, "_original_build", _backbone.build_vgg16_base)
+        original = getattr(_backbone, "_original_build", _backbone.build_base)
         _backbone._original_build = original
         _backbone.n_builds = 0
 
@@ -181,13 +181,13 @@ def test_each_worker_builds_the_base_once(client, extractor, images, expected):
             _backbone.n_builds += 1
             return original(source)
 
-        _backbone.build_vgg16_base = counted
+        _backbone.build_base = counted
         _backbone.clear_cache()
 
     def builds():
         from sklearn_convfeat import _backbone
 
-        _backbone.build_vgg16_base = _backbone._original_build
+        _backbone.build_base = _backbone._original_build
         return _backbone.n_builds
 
     client.run(count_builds)

@@ -214,14 +214,16 @@ def test_verbose_shows_a_progress_bar(images, capsys):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"layer": "blok5_pool"}, "'layer' parameter of ConvFeatureExtractor must be a str among .*block5_pool.*Got 'blok5_pool' instead"),
+        ({"layer": "blok5_pool"}, "`layer` must be a stage number \\(1='block1_pool'.*5='block5_pool'\\) or the name of a layer of VGG16. Got 'blok5_pool' instead"),
+        ({"backbone": "resnet5"}, "`backbone` must be a keras.Model or the name of a keras.applications convnet .*Got 'resnet5' instead. Did you mean 'ResNet50'\\?"),
+        ({"backbone": "convnexttiny", "layer": 1}, "`layer` must be one of the stages of ConvNeXtTiny, \\[2, 3, 4, 5\\].*Got layer=1 instead"),
         ({"layer": 6}, "'layer' parameter .* an int in the range \\[1, 5\\]. Got 6 instead"),
         ({"pooling": "mean"}, "'pooling' parameter .* must be a str among .*avg.*Got 'mean' instead"),
         ({"preprocessing": "caffe"}, "'preprocessing' parameter .*rescale.*Got 'caffe' instead"),
         ({"batch_size": 0}, "'batch_size' parameter .* range \\[1, inf\\). Got 0 instead"),
         ({"on_error": "ignore"}, "'on_error' parameter .*Got 'ignore' instead"),
-        ({"image_size": (16, 16)}, "`image_size` must be at least \\(32, 32\\) for layer='block5_pool'.*Got \\(16, 16\\)"),
-        ({"image_size": (40, 40, 3)}, "`image_size` must be an int or a \\(height, width\\) pair"),
+        ({"image_size": (16, 16)}, "`image_size` must be at least \\(32, 32\\) for layer='block5_pool' of VGG16.*Got \\(16, 16\\)"),
+        ({"image_size": (40, 40, 3)}, "`image_size` must be an int, a \\(height, width\\) pair"),
         ({"weights": "/no/such/weights.h5"}, "`weights` must be 'imagenet', None, or the path .*not a file"),
     ],
 )

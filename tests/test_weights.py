@@ -7,16 +7,16 @@ from sklearn_convfeat._weights import (
     WEIGHTS_ENV_VAR,
     WeightsSource,
     WeightsUnavailableError,
-    build_vgg16_base,
+    build_base,
     resolve_weights,
 )
 
 
 def test_none_means_seeded_random_weights():
     assert resolve_weights(None, seed=7) == WeightsSource("random", seed=7)
-    first = build_vgg16_base(WeightsSource("random", seed=7)).get_weights()
-    again = build_vgg16_base(WeightsSource("random", seed=7)).get_weights()
-    other = build_vgg16_base(WeightsSource("random", seed=8)).get_weights()
+    first = build_base(WeightsSource("random", seed=7)).get_weights()
+    again = build_base(WeightsSource("random", seed=7)).get_weights()
+    other = build_base(WeightsSource("random", seed=8)).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not np.array_equal(first[0], other[0])
     assert not first[1].any()  # biases start at zero
@@ -34,7 +34,7 @@ def test_imagenet_uses_keras_download_unless_the_environment_points_elsewhere(
 
 def test_environment_variable_pointing_nowhere_is_an_error(monkeypatch, tmp_path):
     monkeypatch.setenv(WEIGHTS_ENV_VAR, str(tmp_path / "missing.h5"))
-    with pytest.raises(WeightsUnavailableError, match=f"{WEIGHTS_ENV_VAR} points.*not a file"):
+    with pytest.raises(WeightsUnavailableError, match=f"{WEIGHTS_ENV_VAR} points.*neither a file nor a folder"):
         resolve_weights("imagenet", seed=0)
 
 
@@ -46,10 +46,10 @@ def test_a_failed_download_names_both_offline_options(monkeypatch):
 
     monkeypatch.setattr(keras.applications, "VGG16", no_network)
     with pytest.raises(WeightsUnavailableError) as excinfo:
-        build_vgg16_base(WeightsSource("imagenet"))
+        build_base(WeightsSource("imagenet"))
     message = str(excinfo.value)
     assert "URL fetch failure" in message
-    assert "weights='/path/to/vgg16_notop.weights.h5'" in message
+    assert "weights='/path/to/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'" in message
     assert WEIGHTS_ENV_VAR in message
 
 
@@ -69,7 +69,7 @@ def test_weights_of_another_architecture_are_rejected(tmp_path):
     path = tmp_path / "other.weights.h5"
     other.save_weights(path)
     with pytest.raises(ValueError, match="does not hold the weights of the VGG16 convolutional base"):
-        build_vgg16_base(resolve_weights(path, seed=0))
+        build_base(resolve_weights(path, seed=0))
 
 
 def test_a_saved_base_round_trips_through_a_file(tmp_path):
@@ -106,3 +106,29 @@ def test_a_weights_file_overwritten_in_place_is_read_again(tmp_path, images):
     before._runner = None  # as in a fresh process
     with pytest.raises(RuntimeError, match="changed since this extractor was fitted"):
         before.transform(images)
+
+
+def test_the_environment_may_name_a_folder_of_files_under_keras_names(monkeypatch, tmp_path):
+    (tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5").write_bytes(b"")
+    monkeypatch.setenv(WEIGHTS_ENV_VAR, str(tmp_path))
+    resnet = resolve_weights("imagenet", seed=0, architecture="ResNet50")
+    assert resnet.kind == "file"
+    assert resnet.path == str(tmp_path / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    # A network whose file is not there goes through Keras' own download and cache.
+    assert resolve_weights("imagenet", seed=0, architecture="VGG19").kind == "imagenet"
+
+
+def test_a_single_file_in_the_environment_keeps_meaning_vgg16(monkeypatch, tmp_path):
+    local = tmp_path / "vgg.weights.h5"
+    local.write_bytes(b"")
+    monkeypatch.setenv(WEIGHTS_ENV_VAR, str(local))
+    assert resolve_weights("imagenet", seed=0).path == str(local)
+    assert resolve_weights("imagenet", seed=0, architecture="ResNet50").kind == "imagenet"
+
+
+def test_a_keras_file_of_the_base_is_read(tmp_path):
+    base = get_base(WeightsSource("random", seed=5, architecture="MobileNetV3Small"))
+    path = tmp_path / "mobilenet.keras"
+    base.model.save(path)
+    loaded = get_base(resolve_weights(path, seed=0, architecture="MobileNetV3Small"))
+    assert loaded.sha256 == base.sha256

@@ -11,6 +11,7 @@ import weakref
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from .._architectures import blank_pixel
 from .._decode import resize, to_rgb
 from .._images import ImageArray
 from ._compiled import compile_forward, compile_gradients, compile_logits, compiled
@@ -271,16 +272,16 @@ class FineTunerAdapter(KerasAdapter):
     plain = False
 
     def __init__(self, tuner, layer, *, need_layer=True):
-        from .._backbone import resolve_layer
+        from .._finetune_phases import base_of
 
         check_is_fitted(tuner)
         if layer is not None and not isinstance(layer, str):
-            layer = resolve_layer(layer)
+            layer = _stage_end(base_of(tuner.model_), tuner.image_size_, layer)
         super().__init__(
             tuner.model_, layer, need_layer=need_layer, classes=tuner.classes_,
             size=tuner.image_size_,
         )
-        self.preprocessing = tuner.preprocessing
+        self.preprocessing = tuner.preprocessing_
 
     def inputs(self, images, rows, size):
         return images.take(rows, size)
@@ -289,10 +290,15 @@ class FineTunerAdapter(KerasAdapter):
         return np.broadcast_to(blank_pixel(self.preprocessing), x.shape).astype(np.float32)
 
 
-def blank_pixel(preprocessing):
-    """The RGB pixel the base's preprocessing maps to 0: the ImageNet mean colour
-    (``"vgg16"``) or black (``"rescale"``). Masking towards it, as the papers mask
-    their normalised inputs towards 0, adds no edges of its own."""
-    if preprocessing == "vgg16":
-        return np.array([123.68, 116.779, 103.939], dtype=np.float32)
-    return np.zeros(3, dtype=np.float32)
+def _stage_end(base, image_size, stage):
+    """The layer ending stage ``stage`` of a FineTuner's (copied) base."""
+    from .._stages import BaseGraph
+
+    ends = BaseGraph(base, tuple(image_size)).stage_ends
+    if stage not in ends:
+        raise ValueError(
+            f"`layer` must be a layer name or one of the stages {sorted(ends)} of the "
+            f"FineTuner's base ({', '.join(f'{n}={e!r}' for n, e in ends.items())}). "
+            f"Got layer={stage!r}."
+        )
+    return ends[stage]

@@ -73,8 +73,10 @@ def _run_layer(layer, trace, *args, **kwargs):
         outputs = layer(*args, **kwargs)
     elif any(layer is container for container in trace.containers):
         outputs = run_model(layer, args[0], trace)
-    else:
+    elif isinstance(layer, keras.layers.Layer):
         outputs = layer(*args, **{**kwargs, "training": False})
+    else:  # an operation such as the + of a residual block
+        outputs = layer(*args, **kwargs)
     if layer is trace.target_layer:
         if trace.channel_scale is not None:
             outputs = outputs * trace.channel_scale[:, None, None, :]
@@ -85,9 +87,11 @@ def _run_layer(layer, trace, *args, **kwargs):
 
 
 def sublayers(model):
+    """The layers and operations of ``model`` in order, input layers left out."""
     import keras
 
-    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    operations = model.layers if isinstance(model, keras.Sequential) else model.operations
+    return [layer for layer in operations if not isinstance(layer, keras.layers.InputLayer)]
 
 
 def is_graph_model(model):

@@ -1,6 +1,6 @@
 """Adapters of ``Pipeline([ConvFeatureExtractor, (affine scalers), classifier])``.
 
-The VGG16 base runs from the input up to the extractor's cut, the feature map is pooled
+The extractor's base runs from the input up to its cut, the feature map is pooled
 as the extractor pools it, the scalers are applied as the affine maps they are, then
 the classifier: a :class:`KerasMLPClassifier`'s network, or ``features @ coef_.T +
 intercept_`` for a linear model. The extractor is reached through its runners only
@@ -12,17 +12,12 @@ import weakref
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from .._backbone import (
-    VGG16_LAYERS,
-    layer_index,
-    pool,
-    pool_array,
-    preprocess,
-    resolve_layer,
-)
-from ._adapters import SUPPORTED_MODELS, ModelAdapter, blank_pixel
+from .._architectures import blank_pixel, preprocess
+from .._backbone import pool, pool_array
+from .._stages import operation_output
+from ._adapters import SUPPORTED_MODELS, ModelAdapter
 from ._compiled import compiled
-from ._keras_graph import logits, output_activation
+from ._keras_graph import is_conv, logits, make_trace, output_activation, run_model
 
 AFFINE_STEPS = ("StandardScaler", "MinMaxScaler", "MaxAbsScaler", "'passthrough'")
 
@@ -97,11 +92,13 @@ class PipelineAdapter(ModelAdapter):
         self.size = tuple(extractor.image_size_)
         self.cut = extractor.layer_
         self.pooling = extractor.pooling
-        self.preprocessing = extractor.preprocessing
+        self.preprocessing = extractor.preprocessing_
         # The only two ways into the extractor: its own backend for the features
         # transform() gives, and TensorFlow's graph of the base for gradients.
         self.runner = feature_runner(extractor)
         self.graph_runner = tensorflow_runner(extractor)
+        self.graph = self.graph_runner.entry.graph
+        self.network = self.graph_runner.entry.network
         self.scale, self.shift = affine(steps[1:-1], extractor.n_features_out_)
         self.classes = np.asarray(steps[-1].classes_)
         self._init_head(steps[-1])
@@ -110,18 +107,21 @@ class PipelineAdapter(ModelAdapter):
             self.layer = self._resolve_layer(layer)
 
     def _resolve_layer(self, layer):
-        last_conv = [name for name in VGG16_LAYERS[: layer_index(self.cut) + 1]
-                     if "conv" in name][-1]
+        graph = self.graph
+        before_cut = graph.operations[: graph.position[self.cut] + 1]
+        convs = [operation.name for operation in before_cut if is_conv(operation)]
+        last_conv = convs[-1] if convs else self.cut
         if layer is None:
             return last_conv
-        name = resolve_layer(layer)
-        if not isinstance(name, str) or name not in VGG16_LAYERS:
+        try:
+            name = self.graph_runner.entry.resolve_layer(layer)
+        except ValueError:
             raise ValueError(
-                f"`layer` must be a VGG16 layer name ('block1_conv1' ... 'block5_pool') "
-                f"or a block number 1-5. Got {layer!r}; the last convolutional layer "
+                f"`layer` must be a layer name of the extractor's {self.network} base "
+                f"or a stage number 1-5. Got {layer!r}; the last convolutional layer "
                 f"of this pipeline is {last_conv!r}."
-            )
-        if layer_index(name) > layer_index(self.cut):
+            ) from None
+        if graph.precedes(self.cut, name):
             raise ValueError(
                 f"`layer` must be at or before the extractor's cut, layer_="
                 f"{self.cut!r}: the features know nothing of later layers. Got "
@@ -135,22 +135,17 @@ class PipelineAdapter(ModelAdapter):
 
     def _run(self, layer):
         base_ref = weakref.ref(self.graph_runner.model)
-        names = VGG16_LAYERS[: layer_index(self.cut) + 1]
+        cut_name = self.cut
         preprocessing, pooling, head = self.preprocessing, self.pooling, self._head_fn()
 
         def run(images, params, tape, channel_scale):
-            base = base_ref()
-            x = preprocess(images, preprocessing)
-            maps = None
-            for name in names:
-                x = base.get_layer(name)(x, training=False)
-                if name == layer:
-                    if channel_scale is not None:
-                        x = x * channel_scale[:, None, None, :]
-                    if tape is not None:
-                        tape.watch(x)
-                    maps = x
-            return maps, head(pool(x, pooling), params)
+            import keras
+
+            base = base_ref()  # built at trace time: the compiled function keeps no model
+            cut = keras.Model(base.inputs, operation_output(base, cut_name))
+            trace = make_trace(cut, layer, tape, channel_scale)
+            maps = run_model(cut, preprocess(images, preprocessing), trace)
+            return trace.maps, head(pool(maps, pooling), params)
 
         return run
 

@@ -6,6 +6,8 @@ import os
 import sys
 import tempfile
 
+from .. import PREPROCESSING_MODES
+
 WEIGHTS_HELP = (
     "'imagenet' (Keras download and cache; the environment variable "
     "SKLEARN_CONVFEAT_WEIGHTS points it at a local file), a local .h5/.weights.h5 file, "
@@ -42,16 +44,23 @@ def add_data_dir(command):
 
 
 def add_weights(command):
+    command.add_argument(
+        "--backbone",
+        default="vgg16",
+        help="the network: a keras.applications convnet name, any case (vgg16, "
+        "resnet50, efficientnetv2b0, convnext_tiny, ...; default: vgg16)",
+    )
     command.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
 
 
 def add_image_options(command, image_size=150):
     command.add_argument(
         "--preprocessing",
-        choices=["vgg16", "rescale"],
-        default="vgg16",
-        help="vgg16: the input the ImageNet weights were trained on; rescale: the "
-        "book's x/255 (default: vgg16)",
+        choices=list(PREPROCESSING_MODES),
+        default="auto",
+        help="auto: the input the backbone's ImageNet weights were trained on; a "
+        "family name (vgg16, resnet_v2, ...) picks one; rescale: the book's x/255 "
+        "(default: auto)",
     )
     command.add_argument(
         "--image-size",
@@ -65,9 +74,10 @@ def add_image_options(command, image_size=150):
 def add_cut_options(command):
     command.add_argument(
         "--layer",
-        default="block5_pool",
-        help="where to cut VGG16: a layer name (block4_conv3, ...) or a block 1-5 "
-        "(default: block5_pool)",
+        default="5",
+        help="where to cut the base: a stage 1-5 (the end of the last block "
+        "downsampled 2^N times; for VGG16 block{N}_pool) or a layer name "
+        "(block4_conv3, ...; default: 5, the end of the base)",
     )
     command.add_argument(
         "--pooling",
@@ -167,6 +177,7 @@ def extractor_from_args(args, weights, **params):
     from .. import ConvFeatureExtractor
 
     return ConvFeatureExtractor(
+        backbone=args.backbone,
         weights=weights,
         layer=parse_choice(args.layer, None),
         pooling=args.pooling,

@@ -41,7 +41,7 @@ def add_parser(commands):
         "--unfreeze",
         type=int,
         default=1,
-        help="blocks trained in phase 2, from the top: 1 is block5, 0 skips phase 2 "
+        help="stages trained in phase 2, from the top: 1 is VGG16's block5, 0 skips phase 2 "
         "(default: 1)",
     )
     for flag, kind, default, metavar, help in (
@@ -95,6 +95,7 @@ def run(args, out=None):
     say = printer(out)
     weights, paths, labels, splits = training_inputs(args, say)
     tuner = FineTuner(
+        backbone=args.backbone,
         weights=weights,
         unfreeze=args.unfreeze,
         image_size=(args.image_size, args.image_size),
