@@ -17,6 +17,7 @@ from ._compat import HasMethods, validate_params
 from ._extractor import ConvFeatureExtractor
 from ._files import write_atomic
 from ._finetune import FineTuner
+from ._keras_state import SavedKerasModel
 from ._mlp import KerasMLPClassifier
 from ._weights import WeightsSource
 
@@ -28,7 +29,9 @@ def _type_name(cls):
 # What load() trusts beyond skops' own defaults (scikit-learn, NumPy, builtins).
 TRUSTED_TYPES = tuple(
     _type_name(cls)
-    for cls in (ConvFeatureExtractor, KerasMLPClassifier, FineTuner, WeightsSource)
+    for cls in (
+        ConvFeatureExtractor, KerasMLPClassifier, FineTuner, WeightsSource, SavedKerasModel
+    )
 )
 
 

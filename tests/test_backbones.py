@@ -298,3 +298,13 @@ def test_native_size_when_image_size_is_none():
     fitted = ConvFeatureExtractor(backbone="mobilenetv3small", weights=None, image_size=None).fit(X)
     assert fitted.image_size_ == (224, 224)
     assert count_flops(5, 224, backbone="mobilenetv3small") < count_flops(5, 224)
+
+
+def test_an_extractor_of_ones_own_model_saves_and_loads(tmp_path):
+    from sklearn_convfeat import load, save
+
+    X = np.random.default_rng(0).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    fitted = ConvFeatureExtractor(backbone=own_model(), image_size=32, layer=1).fit(X)
+    path = tmp_path / "extractor.skops"
+    save(fitted, path)
+    np.testing.assert_array_equal(load(path).transform(X), fitted.transform(X))
