@@ -22,11 +22,17 @@ from ._compat import Interval, StrOptions, fit_context
 from ._decode import decode_image
 from ._finetune_phases import CachedTraining, EndToEndTraining, cache_cut
 from ._images import ImageFiles, check_images, run_batches
-from ._keras_layers import augmentation_layers, check_augment, preprocessing_layer_class
+from ._keras_layers import (
+    AUGMENT_DEFAULTS,
+    augmentation_layers,
+    check_augment,
+    preprocessing_layer_class,
+)
 from ._keras_state import BackboneParameterState, KerasModelState
+from ._map_augmentation import CACHED_AUGMENTATIONS, cached_shift, mirrored
+from ._optimization import OPTIMIZERS, SCHEDULES
 from ._stages import N_STAGES
 from ._training import (
-    OPTIMIZERS,
     check_two_classes,
     class_weight_vector,
     draw_seeds,
@@ -77,14 +83,30 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         Units of the head's hidden Dense layer.
     dropout : float, default=0.5
         Dropout rate before the output layer.
-    augment : bool or dict, default=False
-        True applies the book's augmentation while training (rotation 40°, width and
-        height shift 0.2, shear 0.2, zoom 0.2, horizontal flip; Keras 3 preprocessing
-        layers, inactive at prediction); a dict overrides single settings of
-        ``AUGMENT_DEFAULTS`` (``rotation_range``, ``width_shift_range``,
+    augment : {"cached", "flip"}, bool or dict, default="cached"
+        Augmentation at cached cost (the frozen prefix still runs once per image
+        variant, not once per epoch):
+
+        - ``"flip"``: the exact horizontal flip. The prefix runs on each image and on
+          its mirror; each epoch trains on one of the two, drawn per image.
+        - ``"cached"``: the flip, and in phase 2 a shift of the drawn map by up to one
+          cell in each direction (zeros shifted in): one cell of VGG16's
+          ``block4_pool`` is 16 image pixels. This approximates translating the image
+          (exact away from the borders); ``benchmarks/bench_finetune.py`` measures it
+          against image-space augmentation.
+
+        When training runs end to end (``cache=None``, every stage unfrozen, or a cut
+        that is not a cut point of the graph), both become their image-space
+        equivalents (random flip; random translation by the same number of pixels).
+
+        True applies the book's image-space augmentation while training (rotation
+        40°, width and height shift 0.2, shear 0.2, zoom 0.2, horizontal flip; Keras 3
+        preprocessing layers, inactive at prediction); a dict overrides single settings
+        of ``AUGMENT_DEFAULTS`` (``rotation_range``, ``width_shift_range``,
         ``height_shift_range``, ``shear_range``, ``zoom_range``, ``horizontal_flip``,
-        ``fill_mode``). Augmentation changes the images every epoch, so it disables
-        the cache: expect each epoch to cost a full forward pass of the base.
+        ``fill_mode``). Image-space augmentation changes the images every epoch, so it
+        disables the cache: expect each epoch to cost a full forward pass of the base
+        (fine on a GPU). False trains on the images as given.
     optimizer : {"rmsprop", "adam", "adamw", "sgd", "nadam", "adagrad"}, default="rmsprop"
         Keras optimizer of both phases, built anew for each.
     head_epochs : int, default=30
@@ -115,8 +137,33 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         Where the frozen-prefix outputs go: ``"auto"`` keeps them in memory when they
         take at most half of the memory available at the start of ``fit``, and in a
         temporary memory-mapped file otherwise; ``"memory"`` and ``"disk"`` force
-        either; None trains end to end. Ignored (end-to-end) with augmentation or
-        ``unfreeze=5``, where nothing stays frozen.
+        either; None trains end to end. Ignored (end-to-end) with image-space
+        augmentation (``augment=True`` or a dict) or when every stage is unfrozen.
+    schedule : {"cosine", "constant"}, default="cosine"
+        Learning rate over each phase: ``"cosine"`` warms up linearly from 4 % of the
+        phase's rate over ``warmup`` of its steps, then anneals it to 0 along a
+        cosine (fastai's ``fit_one_cycle`` shape); ``"constant"`` keeps it fixed (the
+        book's). With early stopping the schedule still spans the planned epochs.
+    warmup : float, default=0.1
+        Share of each phase's steps spent warming up, with ``schedule="cosine"``.
+    lr_mult : float, default=1.0
+        Discriminative learning rates (fastai's ``lr_mult``): in phase 2 the top
+        unfrozen stage trains at ``fine_tune_learning_rate * lr_mult``, the next at
+        ``* lr_mult**2``, and so on; the head at ``fine_tune_learning_rate``.
+    gradual_unfreezing : bool, default=False
+        Unfreeze one stage at a time: phase 2 runs ``unfreeze`` steps, the k-th
+        training the top k stages, sharing ``fine_tune_epochs`` between them (the
+        last takes the remainder).
+    weight_decay : float, default=0.0
+        Decoupled weight decay of the optimizer (what makes ``"adamw"`` AdamW); 0 is
+        none. Keras applies it per step as ``w -= learning_rate * weight_decay * w``.
+    label_smoothing : float, default=0.0
+        Label smoothing of the cross-entropy, in [0, 1): targets move
+        ``label_smoothing / 2`` (binary) or ``label_smoothing / n_classes`` towards
+        uniform.
+    tta : {"flip"} or None, default=None
+        Test-time augmentation: ``"flip"`` averages the probabilities of each image
+        and of its mirror in :meth:`predict_proba` (twice the prediction cost).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation (and random base weights), dropout, shuffling,
         augmentation and the validation split: an int gives the same predictions on
@@ -139,7 +186,9 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         The preprocessing applied (what ``"auto"`` stands for).
     history_ : dict of str to list
         Per-epoch ``loss``, ``accuracy`` (and ``val_*``) over both phases,
-        ``phase`` (1 or 2) and ``epoch_seconds`` (wall time) of each epoch.
+        ``phase`` (1 or 2), ``stages_trained`` (0 in phase 1), ``learning_rate``
+        (the head's, at the end of the epoch) and ``epoch_seconds`` (wall time) of
+        each epoch.
     fine_tune_start_ : int
         Index in ``history_`` of the first epoch of phase 2 (the number of phase-1
         epochs run).
@@ -191,7 +240,7 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         "unfreeze": [Interval(Integral, 0, N_STAGES, closed="both")],
         "hidden_units": [Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "augment": ["boolean", dict],
+        "augment": ["boolean", dict, StrOptions(set(CACHED_AUGMENTATIONS))],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "head_epochs": [Interval(Integral, 0, None, closed="left")],
         "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -202,6 +251,13 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "class_weight": [StrOptions({"balanced"}), dict, None],
         "cache": [StrOptions({"auto", "memory", "disk"}), None],
+        "schedule": [StrOptions(set(SCHEDULES))],
+        "warmup": [Interval(Real, 0, 1, closed="left")],
+        "lr_mult": [Interval(Real, 0, None, closed="neither")],
+        "gradual_unfreezing": ["boolean"],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "tta": [StrOptions({"flip"}), None],
     }
 
     def __init__(
@@ -226,6 +282,13 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         n_iter_no_change=5,
         class_weight=None,
         cache="auto",
+        schedule="cosine",
+        warmup=0.1,
+        lr_mult=1.0,
+        gradual_unfreezing=False,
+        weight_decay=0.0,
+        label_smoothing=0.0,
+        tta=None,
         random_state=None,
         verbose=0,
     ):
@@ -248,6 +311,13 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         self.n_iter_no_change = n_iter_no_change
         self.class_weight = class_weight
         self.cache = cache
+        self.schedule = schedule
+        self.warmup = warmup
+        self.lr_mult = lr_mult
+        self.gradual_unfreezing = gradual_unfreezing
+        self.weight_decay = weight_decay
+        self.label_smoothing = label_smoothing
+        self.tta = tta
         self.random_state = random_state
         self.verbose = verbose
 
@@ -276,7 +346,6 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
                 "The 'unfreeze' parameter of FineTuner must be an int in the range "
                 f"[0, {N_STAGES}] (stages trained in phase 2). Got {self.unfreeze!r}."
             )
-        augment = check_augment(self.augment)
         images = check_images(X)
         y = column_or_1d(y, warn=True)
         check_consistent_length(images, y)
@@ -326,12 +395,13 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         if validation is not None:
             validation = (validation[0], targets_and_loss(validation[1], n_classes)[0])
 
+        use_cache = (
+            self.cache is not None and self.augment in (False, *CACHED_AUGMENTATIONS)
+            and cut is not None and cut in base_entry.graph.cut_points
+        )
+        augment = self._image_augmentation(base_entry, cut, use_cache)
         self.model_ = self._build_network(
             base_entry, n_classes, head_seeds, augment, augment_seed
-        )
-        use_cache = (
-            self.cache is not None and not augment and cut is not None
-            and cut in base_entry.graph.cut_points
         )
         trainer = CachedTraining if use_cache else EndToEndTraining
         training = trainer(self, source, base_entry, cut, loss, order_seed)
@@ -354,8 +424,13 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         proba : ndarray of shape (n_images, n_classes)
         """
         check_is_fitted(self)
+        predict = self.model_.predict_on_batch
+        if self.tta == "flip":
+            def predict(batch, plain=predict):
+                return (np.asarray(plain(batch)) + np.asarray(plain(mirrored(batch)))) / 2
+
         outputs, _ = run_batches(
-            self.model_.predict_on_batch,
+            predict,
             check_images(X),
             n_outputs=1 if len(self.classes_) == 2 else len(self.classes_),
             image_size=self.image_size_,
@@ -395,6 +470,19 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         if proba.shape[1] == 2:
             return np.log(proba[:, 1]) - np.log(proba[:, 0])
         return np.log(proba)
+
+    def _image_augmentation(self, base_entry, cut, use_cache):
+        """Settings of the image-space augmentation layers, or None."""
+        if self.augment not in CACHED_AUGMENTATIONS:
+            return check_augment(self.augment)
+        if use_cache:
+            return None  # the cached maps are augmented instead
+        height = self.image_size_[0]
+        cell = height / base_entry.map_shape(cut, self.image_size_)[0] if cut else 16
+        shift = cached_shift(self.augment) * cell / height
+        return {**{key: 0 for key in AUGMENT_DEFAULTS}, "horizontal_flip": True,
+                "width_shift_range": shift, "height_shift_range": shift,
+                "fill_mode": "constant"}
 
     def _build_network(self, base_entry, n_classes, head_seeds, augment, augment_seed):
         import keras

@@ -13,12 +13,24 @@ import numpy as np
 
 from ._backbone import TensorFlowRunner
 from ._images import run_batches
+from ._map_augmentation import (
+    CACHED_AUGMENTATIONS,
+    MapAugmentation,
+    cached_shift,
+    mirrored,
+)
+from ._optimization import (
+    learning_rate_logger,
+    learning_rate_schedule,
+    make_optimizer,
+    smoothed_loss,
+    stage_multipliers,
+)
 from ._stages import operation_output, top_operations
 from ._training import (
     compile_for_training,
     custom_gradients_released,
     early_stopping_callback,
-    make_optimizer,
     ordered_batches,
     shuffled_batches,
 )
@@ -45,6 +57,11 @@ class _Training:
         self.base = base_of(tuner.model_)
 
     def run(self, images, targets, sample_weight, validation):
+        n_classes = len(getattr(self.tuner, "classes_", ()))
+        self.loss, encode = smoothed_loss(self.loss, self.tuner.label_smoothing, n_classes)
+        targets = encode(targets)
+        if validation is not None:
+            validation = (validation[0], encode(validation[1]))
         try:
             self._run_phases(images, targets, sample_weight, validation)
         finally:  # temporary cache files go whatever happened
@@ -58,36 +75,59 @@ class _Training:
         _set_trainable(self.base, self.base.operations[-1].name)
         self.fit_phase(
             1, phase1_model, phase1_inputs, targets, sample_weight, phase1_validation,
-            tuner.head_epochs, tuner.head_learning_rate,
+            tuner.head_epochs, tuner.head_learning_rate, stages=0,
         )
-        if tuner.unfreeze > 0 and tuner.fine_tune_epochs > 0:
-            phase2_model, phase2_inputs, phase2_validation = self.phase2()
-            _set_trainable(self.base, self.cut)
+        if tuner.unfreeze == 0 or tuner.fine_tune_epochs == 0:
+            return
+        phase2_model, phase2_inputs, phase2_validation = self.phase2()
+        ends = list(self.entry.graph.stage_ends.values())
+        steps = (
+            range(1, tuner.unfreeze + 1) if tuner.gradual_unfreezing
+            else [tuner.unfreeze]
+        )
+        for step, epochs in zip(steps, _split_epochs(tuner.fine_tune_epochs, len(steps))):
+            last_frozen = ends[len(ends) - 1 - step] if step < len(ends) else None
+            _set_trainable(self.base, last_frozen)
+            multipliers = stage_multipliers(
+                _stage_variables(self.base, ends, step), tuner.lr_mult
+            )
             self.fit_phase(
                 2, phase2_model, phase2_inputs, targets, sample_weight,
-                phase2_validation, tuner.fine_tune_epochs, tuner.fine_tune_learning_rate,
+                phase2_validation, epochs, tuner.fine_tune_learning_rate,
+                stages=step, multipliers=multipliers,
             )
 
+    def augmentation(self, phase):
+        """What each training batch's inputs go through in ``phase`` (None: as is)."""
+        return None
+
     def fit_phase(self, phase, model, inputs, targets, sample_weight, validation,
-                  epochs, learning_rate):
+                  epochs, learning_rate, *, stages, multipliers=None):
         if epochs == 0:
             return
         tuner = self.tuner
-        first = np.arange(1)
-        compile_for_training(
-            model, make_optimizer(tuner.optimizer, learning_rate), self.loss,
-            inputs[first], targets[first],
+        augment = self.augmentation(phase)
+        batches = shuffled_batches(
+            inputs, targets, sample_weight, batch_size=tuner.batch_size,
+            seed=self.order_seed + phase + stages, augment=augment,
         )
+        schedule = learning_rate_schedule(
+            tuner.schedule, learning_rate,
+            n_steps=epochs * batches.n_batches_per_epoch, warmup=tuner.warmup,
+        )
+        optimizer = make_optimizer(
+            tuner.optimizer, schedule, weight_decay=tuner.weight_decay,
+            multipliers=multipliers,
+        )
+        first_inputs = batches[0][0][:1]
+        compile_for_training(model, optimizer, self.loss, first_inputs, targets[:1])
         timer = _epoch_timer()
-        callbacks = [timer]
+        rates = learning_rate_logger()
+        callbacks = [timer, rates]
         if tuner.early_stopping and validation is not None:
             callbacks.append(
                 early_stopping_callback(tuner.n_iter_no_change, tuner.verbose)
             )
-        batches = shuffled_batches(
-            inputs, targets, sample_weight,
-            batch_size=tuner.batch_size, seed=self.order_seed + phase,
-        )
         validation_batches = None
         if validation is not None:
             validation_batches = ordered_batches(*validation, batch_size=tuner.batch_size)
@@ -101,9 +141,12 @@ class _Training:
                 callbacks=callbacks,
                 verbose=min(int(tuner.verbose), 2),
             )
+        n_epochs = len(history.history["loss"])
         for key, values in history.history.items():
             self.history.setdefault(key, []).extend(float(v) for v in values)
-        self.history["phase"].extend([phase] * len(history.history["loss"]))
+        self.history["phase"].extend([phase] * n_epochs)
+        self.history.setdefault("stages_trained", []).extend([stages] * n_epochs)
+        self.history.setdefault("learning_rate", []).extend(rates.rates)
         self.history.setdefault("epoch_seconds", []).extend(timer.seconds)
 
     def cleanup(self):
@@ -134,9 +177,11 @@ class CachedTraining(_Training):
         tuner = self.tuner
         self.map_shape = self.entry.map_shape(self.cut, tuner.image_size_)
         self._folder = None
+        # Each training image's prefix output, and its mirror's with cached flips.
+        self.n_variants = 2 if tuner.augment in CACHED_AUGMENTATIONS else 1
         n_val = 0 if validation is None else len(validation[0])
-        self.cache_kind = self._choose_cache(len(images) + n_val)
-        self.prefix = self._extract(images, "train")
+        self.cache_kind = self._choose_cache(self.n_variants * len(images) + n_val)
+        self.prefix = self._extract(images, "train", self.n_variants)
         self.prefix_validation = None
         if validation is not None:
             self.prefix_validation = (self._extract(validation[0], "validation"), validation[1])
@@ -166,7 +211,7 @@ class CachedTraining(_Training):
         head_model = keras.Model(head_input, x, name="finetuner_head")
         if not has_upper:
             return head_model, self.prefix, self.prefix_validation
-        features = self._apply(upper, self.prefix)
+        features = self._apply(upper, self.prefix, variants=self.n_variants > 1)
         features_validation = None
         if validation is not None:
             features_validation = (self._apply(upper, self.prefix_validation[0]),
@@ -176,32 +221,50 @@ class CachedTraining(_Training):
     def phase2(self):
         return self.top, self.prefix, self.prefix_validation
 
+    def augmentation(self, phase):
+        if self.n_variants == 1:
+            return None
+        # Phase 1 trains on the upper blocks' output: only the flip applies there.
+        return MapAugmentation(cached_shift(self.tuner.augment) if phase == 2 else 0)
+
     def _choose_cache(self, n_images):
         if self.tuner.cache in ("memory", "disk"):
             return self.tuner.cache
         needed = n_images * int(np.prod(self.map_shape)) * 4
         return "memory" if needed <= _CACHE_MEMORY_SHARE * _available_memory() else "disk"
 
-    def _extract(self, images, name):
+    def _extract(self, images, name, n_variants=1):
+        """The prefix's output for ``images``: ``(n, *map_shape)``, or with mirrors
+        ``(n, 2, *map_shape)`` (image, mirror)."""
         tuner = self.tuner
         n_values = int(np.prod(self.map_shape))
-        out = None
+        shape = (len(images), n_variants, n_values)
         if self.cache_kind == "disk":
             if self._folder is None:
                 self._folder = tempfile.TemporaryDirectory(prefix="sklearn_convfeat_cache_")
             out = np.lib.format.open_memmap(
                 os.path.join(self._folder.name, f"{name}.npy"),
-                mode="w+", dtype=np.float32, shape=(len(images), n_values),
+                mode="w+", dtype=np.float32, shape=shape,
             )
+        else:
+            out = np.empty(shape, dtype=np.float32)
         runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing_)
-        values, _ = run_batches(
-            lambda batch: runner.features(batch, "flatten"), images,
-            n_outputs=n_values, image_size=tuner.image_size_,
-            batch_size=max(tuner.batch_size, 32), verbose=tuner.verbose, out=out,
-        )
-        return values.reshape(len(images), *self.map_shape)
+        for variant in range(n_variants):
+            flip = mirrored if variant else (lambda batch: batch)
+            run_batches(
+                lambda batch, flip=flip: runner.features(flip(batch), "flatten"), images,
+                n_outputs=n_values, image_size=tuner.image_size_,
+                batch_size=max(tuner.batch_size, 32), verbose=tuner.verbose,
+                out=out[:, variant],
+            )
+        if n_variants == 1:
+            return out.reshape(len(images), *self.map_shape)
+        return out.reshape(len(images), n_variants, *self.map_shape)
 
-    def _apply(self, model, inputs, chunk=256):
+    def _apply(self, model, inputs, chunk=256, *, variants=False):
+        if variants:  # (n, n_variants, ...): every variant of every image
+            flat = self._apply(model, inputs.reshape(-1, *inputs.shape[2:]), chunk)
+            return flat.reshape(*inputs.shape[:2], *flat.shape[1:])
         outputs = [
             np.asarray(model.predict_on_batch(inputs[start : start + chunk]))
             for start in range(0, len(inputs), chunk)
@@ -256,6 +319,25 @@ def cache_cut(entry, unfreeze):
     if unfreeze == len(ends):
         return None
     return ends[len(ends) - 1 - unfreeze]
+
+
+def _split_epochs(epochs, n_steps):
+    """``epochs`` shared by ``n_steps`` of gradual unfreezing, the rest to the last."""
+    share = max(epochs // n_steps, 1)
+    return [share] * (n_steps - 1) + [max(epochs - share * (n_steps - 1), 1)]
+
+
+def _stage_variables(base, ends, n_trained):
+    """Trainable variables of the top ``n_trained`` stages, top stage first."""
+    groups = [[] for _ in ends]
+    stage = 0
+    for operation in top_operations(base):
+        if stage == len(ends):
+            break
+        groups[stage].extend(getattr(operation, "trainable_variables", []))
+        if operation.name == ends[stage]:
+            stage += 1
+    return groups[len(groups) - n_trained :][::-1]
 
 
 def _set_trainable(base, last_frozen):

@@ -9,8 +9,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._compat import Interval, StrOptions, fit_context, validate_data
 from ._keras_state import KerasModelState
+from ._optimization import OPTIMIZERS, make_optimizer
 from ._training import (
-    OPTIMIZERS,
     check_two_classes,
     class_weight_vector,
     compile_for_training,
@@ -19,7 +19,6 @@ from ._training import (
     early_stopping_callback,
     head_layers,
     hold_out_rows,
-    make_optimizer,
     probabilities,
     shuffled_batches,
     targets_and_loss,

@@ -16,26 +16,11 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.class_weight import compute_class_weight
 
-OPTIMIZERS = {
-    "rmsprop": "RMSprop",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "sgd": "SGD",
-    "nadam": "Nadam",
-    "adagrad": "Adagrad",
-}
-
 
 def draw_seeds(random_state, n):
     """``n`` int seeds from ``random_state`` (a fresh draw each call when it is None)."""
     rng = check_random_state(random_state)
     return [int(seed) for seed in rng.randint(np.iinfo(np.int32).max, size=n)]
-
-
-def make_optimizer(name, learning_rate):
-    import keras
-
-    return getattr(keras.optimizers, OPTIMIZERS[name])(learning_rate=learning_rate)
 
 
 def compile_for_training(model, optimizer, loss, first_inputs, first_targets):
@@ -208,14 +193,18 @@ def hold_out_rows(y_encoded, fraction, seed, *, n_classes):
     return np.sort(train), np.sort(validation)
 
 
-def shuffled_batches(inputs, targets, sample_weight, *, batch_size, seed):
+def shuffled_batches(inputs, targets, sample_weight, *, batch_size, seed, augment=None):
     """A Keras ``PyDataset`` of minibatches, reshuffled every epoch from ``seed``.
 
     ``inputs`` is an array or any object with ``len()`` and ``inputs[rows]`` (e.g. an
-    image loader that decodes on demand). Fit with
-    ``steps_per_epoch=batches.n_batches_per_epoch`` and ``shuffle=False``.
+    image loader that decodes on demand). ``augment(inputs_batch, rng)``, when given,
+    transforms each batch's inputs with a generator seeded by ``seed`` and the batch
+    index. Fit with ``steps_per_epoch=batches.n_batches_per_epoch`` and
+    ``shuffle=False``.
     """
-    return _shuffled_batches_class()(inputs, targets, sample_weight, batch_size, seed)
+    return _shuffled_batches_class()(
+        inputs, targets, sample_weight, batch_size, seed, augment
+    )
 
 
 def ordered_batches(inputs, targets, *, batch_size):
@@ -258,8 +247,9 @@ def _shuffled_batches_class():
         One endless pipeline also avoids rebuilding it every epoch (~50 ms each).
         """
 
-        def __init__(self, inputs, targets, sample_weight, batch_size, seed):
+        def __init__(self, inputs, targets, sample_weight, batch_size, seed, augment):
             super().__init__()
+            self._seed, self._augment = seed, augment
             self._arrays = (
                 (inputs, targets) if sample_weight is None
                 else (inputs, targets, sample_weight)
@@ -283,6 +273,10 @@ def _shuffled_batches_class():
                 order = self._orders[epoch]
             start = batch * self._batch_size
             rows = np.sort(order[start : start + self._batch_size])
-            return tuple(array[rows] for array in self._arrays)
+            batch = tuple(array[rows] for array in self._arrays)
+            if self._augment is None:
+                return batch
+            rng = np.random.default_rng([self._seed, index])
+            return (self._augment(batch[0], rng), *batch[1:])
 
     return ShuffledBatches
