@@ -5,7 +5,8 @@ only on the image's bytes and on (weights, image size, preprocessing, backend): 
 keyed by those can serve every fold and every candidate of a grid search. Entries are the
 raw (h, w, c) maps at a layer, before pooling, so that a deeper layer can be computed
 from a cached shallower one instead of from the pixels; pooling is applied on the way
-out and is not part of the key.
+out and is not part of the key. With test-time augmentation, the maps of an image's
+mirror are entries of their own (key ``<key>-mirror``), next to the image's.
 
 Layout on disk::
 

@@ -24,7 +24,7 @@ def view_of(images, view):
     if view == "mirror":
         # Contiguous: exported runtimes and the cache want plain C-ordered arrays.
         return np.ascontiguousarray(images[:, :, ::-1])
-    raise ValueError(f"Unknown view {view!r}; views are {sorted({'image', 'mirror'})}.")
+    raise ValueError(f"`view` must be 'image' or 'mirror'. Got {view!r} instead.")
 
 
 def view_key(key, view):
