@@ -5,7 +5,8 @@ only on the image's bytes and on (weights, image size, preprocessing, backend): 
 keyed by those can serve every fold and every candidate of a grid search. Entries are the
 raw (h, w, c) maps at a layer, before pooling, so that a deeper layer can be computed
 from a cached shallower one instead of from the pixels; pooling is applied on the way
-out and is not part of the key.
+out and is not part of the key. With test-time augmentation, the maps of an image's
+mirror are entries of their own (key ``<key>-mirror``), next to the image's.
 
 Layout on disk::
 
@@ -42,6 +43,7 @@ import numpy as np
 from ._backbone import pool_array
 from ._files import write_atomic
 from ._images import progress_bar, readable_batches
+from ._tta import mean_over_views, view_key, view_of
 
 FORMAT_VERSION = 2  # 2: entries carry a checksum
 MAGIC = b"SCFMAP2\n"
@@ -262,7 +264,7 @@ class FeatureStore:
 
 def cached_transform(
     store, images, *, layer, pooling, map_shape, segment, resume_from=(), waypoints=(),
-    batch_size, image_size, on_error="raise", verbose=0,
+    views=("image",), batch_size, image_size, on_error="raise", verbose=0,
 ):
     """Features of ``images`` at ``layer`` through ``store``: compute only what it lacks.
 
@@ -286,6 +288,11 @@ def cached_transform(
         requests to resume from (the extractor passes the ends of stages 3-5: lower
         ones are large for what they save, e.g. VGG16's block2_pool is twice
         block3_pool and blocks 1-2 are 32 % of its FLOPs).
+    views : sequence of str
+        Test-time augmentation views (:func:`~._tta.tta_views`): each view of an
+        image is an entry of its own (:func:`~._tta.view_key`), pooled on its own,
+        and the features are the mean over views. An image missing several views
+        is decoded once.
 
     Returns
     -------
@@ -294,65 +301,88 @@ def cached_transform(
     skipped : list of (int, str, str)
         (index, path, reason) of those files.
     """
-    keys = content_keys(images)
+    n_images = len(images)
+    image_keys = content_keys(images)
+    # Item ``v * n_images + i`` is view ``views[v]`` of image ``i``.
+    keys = [view_key(key, view) for view in views for key in image_keys]
     n_features = int(np.prod(map_shape(layer))) if pooling == "flatten" else map_shape(layer)[-1]
-    out = np.empty((len(images), n_features), dtype=np.float32)
+    out = np.full((len(keys), n_features), np.nan, dtype=np.float32)  # unread: NaN
     misses = []
-    for index, key in enumerate(keys):
+    for item, key in enumerate(keys):
         maps = None if key is None else store.get(layer, key, map_shape(layer))
         if maps is None:
-            misses.append(index)
+            misses.append(item)
         else:
-            out[index] = pool_array(maps[np.newaxis], pooling)[0]
-    if not misses:
-        return out, []
+            out[item] = pool_array(maps[np.newaxis], pooling)[0]
     # Resume each miss from the deepest shallower map the cache holds for it.
     by_start = {}
-    for index in misses:
-        key = keys[index]
+    for item in misses:
+        key = keys[item]
         start = next(
             (earlier for earlier in resume_from if key and store.contains(earlier, key)),
             None,
         )
-        by_start.setdefault(start, []).append(index)
+        by_start.setdefault(start, []).append(item)
     skipped = []
-    progress = progress_bar(len(misses), batch_size, verbose)
+    progress = progress_bar(len(misses), batch_size, verbose) if misses else None
     work = list(by_start.items())
     while work:
-        start, rows = work.pop()
+        start, items = work.pop()
         run = segment(start, tuple(waypoints))
         if start is None:
-            batches = _decoded_batches(images, rows, batch_size, image_size, on_error)
+            batches = _decoded_batches(images, items, views, batch_size, image_size, on_error)
         else:
-            batches = _cached_batches(store, keys, start, map_shape(start), rows, batch_size)
+            batches = _cached_batches(store, keys, start, map_shape(start), items, batch_size)
         evicted = []
-        for batch_rows, inputs, left_out in batches:
+        for batch_items, inputs, left_out in batches:
             if start is None:
                 skipped.extend(left_out)
             else:
                 evicted.extend(left_out)
-            if not batch_rows:
+            if not batch_items:
                 continue
             outputs = run(inputs)
             for output_layer, layer_maps in outputs.items():
-                for row, maps in zip(batch_rows, layer_maps):
-                    store.put(output_layer, keys[row], maps)
-            out[batch_rows] = pool_array(outputs[layer], pooling)
+                for item, maps in zip(batch_items, layer_maps):
+                    store.put(output_layer, keys[item], maps)
+            out[batch_items] = pool_array(outputs[layer], pooling)
             if progress is not None:
                 progress.add(1)
         if evicted:  # cached maps gone since we looked: start those from the pixels
             work.append((None, evicted))
+    features = mean_over_views(out.reshape(len(views), n_images, n_features))
     for index, _, _ in skipped:
-        out[index] = np.nan
-    return out, skipped
+        features[index] = np.nan
+    return features, skipped
 
 
-def _decoded_batches(images, rows, batch_size, image_size, on_error):
-    """(rows, decoded images, [(row, path, reason) of unreadable files]) batches."""
+def _decoded_batches(images, items, views, batch_size, image_size, on_error):
+    """(items, decoded views, [(image, path, reason) of unreadable files]) batches.
+
+    Each image is decoded once for all of its missing views; a forward batch holds at
+    most ``batch_size`` items.
+    """
+    n_images = len(images)
+    wanted = {}
+    for item in sorted(items, key=lambda item: (item % n_images, item)):
+        wanted.setdefault(item % n_images, []).append(item)
+    rows = list(wanted)
     batches = readable_batches(images.subset(rows), batch_size, image_size, on_error)
     for offsets, decoded, failed in batches:
         failed = [(rows[offset], path, reason) for offset, path, reason in failed]
-        yield [rows[offset] for offset in offsets], decoded, failed
+        pending = [
+            (item, pixels)
+            for offset, pixels in zip(offsets, decoded)
+            for item in wanted[rows[offset]]
+        ]
+        if not pending:
+            yield [], None, failed
+        for first in range(0, len(pending), batch_size):
+            chunk = pending[first : first + batch_size]
+            inputs = np.concatenate([
+                view_of(pixels[np.newaxis], views[item // n_images]) for item, pixels in chunk
+            ])
+            yield [item for item, _ in chunk], inputs, failed if first == 0 else []
 
 
 def _cached_batches(store, keys, start, shape, rows, batch_size):

@@ -15,9 +15,17 @@ from . import _backends, _cache
 from ._backbone import TensorFlowRunner, get_base
 from ._compat import HasMethods, StrOptions, fit_context
 from ._decode import DRAFT_ENV_VAR
-from ._images import ImageFiles, UnreadableImageWarning, check_images, run_batches
-from ._keras_state import BackboneParameterState, backbone_token
-from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size, resolve_base
+from ._feature_pass import extract_features, feature_names
+from ._images import ImageFiles, UnreadableImageWarning, check_images
+from ._keras_state import BackboneParameterState
+from ._tta import TTA_OPTIONS
+from ._validation import (
+    BASE_PARAMETER_CONSTRAINTS,
+    check_image_size,
+    check_settings_unchanged,
+    feature_settings,
+    resolve_base,
+)
 
 
 class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimator):
@@ -113,6 +121,19 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         it is given (evenly spaced over ``X``). Faster, at some accuracy cost: the
         features are close to, not equal to, the FP32 ones. The quantized model is
         fitted state, pickled with the extractor and never recalibrated.
+    tta : {None, "flip"}, default=None
+        Test-time augmentation by feature averaging. ``"flip"``: the features of an
+        image are the mean of the features of the image and of its horizontal
+        mirror (mirrored after resizing to ``image_size``, before preprocessing).
+        Each is pooled on its own before the mean, so that the features are those
+        of two ordinary images averaged: with ``pooling="max"`` a mean of two
+        maxima, with ``"flatten"`` the mean of the two flattened maps, position by
+        position. It applies to every image ``transform`` sees, for training and
+        prediction alike (``fit_transform``, a ``Pipeline``'s fit and predict): the
+        classifier downstream trains on the same kind of features it predicts on.
+        It costs 2× the forward passes (each image is decoded once). With
+        ``memory``, the mirror's maps are cache entries of their own, and the
+        image's own entries are shared with ``tta=None``.
 
     Attributes
     ----------
@@ -153,7 +174,9 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
     ``image_size``, ``preprocessing``, ``backend``, ``quantize``, and
     ``random_state`` with random weights), ``transform`` and
     ``get_feature_names_out`` raise a ``ValueError`` asking for a new ``fit``.
-    ``batch_size``, ``on_error``, ``memory`` and ``verbose`` may change at any time.
+    ``batch_size``, ``on_error``, ``memory``, ``verbose`` and ``tta`` may change at
+    any time (``set_params(tta="flip")`` on a fitted pipeline augments only at
+    prediction, on features of another kind than the classifier was trained on).
 
     The Keras model is never pickled: a fitted extractor stores how to rebuild it (the
     weights file or seed, checked against ``weights_sha256_``), and rebuilds it lazily
@@ -207,6 +230,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "backend": [StrOptions(set(_backends.BACKENDS))],
         "quantize": [StrOptions({"int8"}), None],
+        "tta": [StrOptions(set(TTA_OPTIONS)), None],
     }
 
     def __init__(
@@ -225,6 +249,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         random_state=None,
         backend="tensorflow",
         quantize=None,
+        tta=None,
     ):
         self.backbone = backbone
         self.weights = weights
@@ -239,6 +264,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         self.random_state = random_state
         self.backend = backend
         self.quantize = quantize
+        self.tta = tta
 
     @fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -284,7 +310,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         self.n_features_out_ = (
             height * width * channels if self.pooling == "flatten" else channels
         )
-        self._fitted_settings = _feature_settings(self)
+        self._fitted_settings = feature_settings(self)
         self._quantized_ir = None
         self.__dict__.pop("n_calibration_images_", None)  # from an earlier INT8 fit
         if self.quantize == "int8":
@@ -315,44 +341,22 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
             Rows of skipped files (``on_error="skip"``) are NaN.
         """
         check_is_fitted(self)
-        _check_settings_unchanged(self)
-        images = check_images(X)
-        runner = feature_runner(self)
-        settings = dict(
+        check_settings_unchanged(self, getattr(self, "_fitted_settings", None))
+        cached = self.memory is not None
+        features, skipped = extract_features(
+            check_images(X),
+            feature_runner(self),
+            entry=get_base(self._weights_source) if cached else None,
+            layer=self.layer_,
+            pooling=self.pooling,
+            n_features=self.n_features_out_,
             image_size=self.image_size_,
             batch_size=self.batch_size,
             on_error=self.on_error,
             verbose=self.verbose,
+            store=self._feature_store() if cached else None,
+            tta=self.tta,
         )
-        if self.memory is None:
-            features, skipped = run_batches(
-                lambda batch: runner.features(batch, self.pooling),
-                images,
-                n_outputs=self.n_features_out_,
-                **settings,
-            )
-        else:
-            entry = get_base(self._weights_source)
-            graph = entry.graph
-            features, skipped = _cache.cached_transform(
-                self._feature_store(),
-                images,
-                layer=self.layer_,
-                pooling=self.pooling,
-                map_shape=lambda layer: entry.map_shape(layer, self.image_size_),
-                segment=_segment_function(runner, self.layer_),
-                # Exported models run the whole cut at once: no resuming there.
-                resume_from=(
-                    [name for name in reversed(graph.names[: graph.position[self.layer_]])
-                     if name in graph.cut_points]
-                    if isinstance(runner, TensorFlowRunner) else ()
-                ),
-                waypoints=[
-                    name for stage, name in graph.stage_ends.items()
-                    if stage >= 3 and name in graph.cut_points
-                ],
-                **settings,
-            )
         if self.on_error == "skip":
             self.skipped_ = skipped
             if skipped:
@@ -382,18 +386,8 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         feature_names_out : ndarray of str objects
         """
         check_is_fitted(self)
-        _check_settings_unchanged(self)
-        height, width, channels = self.feature_map_shape_
-        if self.pooling == "flatten":
-            names = [
-                f"{self.layer_}_{row}_{col}_{channel}"
-                for row in range(height)
-                for col in range(width)
-                for channel in range(channels)
-            ]
-        else:
-            names = [f"{self.layer_}_{self.pooling}_{c}" for c in range(channels)]
-        return np.asarray(names, dtype=object)
+        check_settings_unchanged(self, getattr(self, "_fitted_settings", None))
+        return feature_names(self.layer_, self.pooling, self.feature_map_shape_)
 
     def _feature_store(self):
         quantized = getattr(self, "_quantized_ir", None)
@@ -422,6 +416,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
     def __setstate__(self, state):
         state = dict(state)
         state.setdefault("backbone", "vgg16")  # pickled before backbones existed
+        state.setdefault("tta", None)  # pickled before tta existed
         if "_fitted_settings" in state and "layer_" in state:
             state.setdefault("preprocessing_", state.get("preprocessing"))
         super().__setstate__(state)
@@ -498,48 +493,6 @@ def with_weights_file(extractor, path):
     return local
 
 
-# The parameters the features depend on: changed after fit, they need a new fit.
-_FEATURE_PARAMETERS = (
-    "backbone", "weights", "layer", "pooling", "image_size", "preprocessing", "backend", "quantize",
-    "random_state",
-)
-
-
-def _feature_settings(extractor):
-    settings = {}
-    for name in _FEATURE_PARAMETERS:
-        value = getattr(extractor, name)
-        if name == "backbone":
-            value = backbone_token(value)
-        elif isinstance(value, (list, tuple)):
-            value = tuple(value)
-        elif isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        elif name == "random_state" and not (value is None or isinstance(value, int)):
-            value = "a RandomState instance"  # consumed by fit: compared as "set"
-        settings[name] = value
-    if settings["weights"] is not None:
-        settings.pop("random_state")  # only seeds random weights
-    return settings
-
-
-def _check_settings_unchanged(extractor):
-    """Refuse to compute features with parameters set after fit (set_params)."""
-    fitted = getattr(extractor, "_fitted_settings", None)
-    if fitted is None:  # pickled before this check existed
-        return
-    now = _feature_settings(extractor)
-    changed = [name for name in fitted if now.get(name) != fitted[name]]
-    if changed:
-        shown = ", ".join(f"{name}={fitted[name]!r} -> {now.get(name)!r}" for name in changed)
-        raise ValueError(
-            f"The parameters {changed} of this ConvFeatureExtractor changed after fit "
-            f"({shown}). Features always come from the parameters the extractor was "
-            "fitted with, so call fit again (it learns nothing and is quick, except "
-            "INT8 calibration) before transform."
-        )
-
-
 def _check_weights_unchanged(extractor):
     source = extractor._weights_source
     sha256 = get_base(source).sha256
@@ -549,10 +502,3 @@ def _check_weights_unchanged(extractor):
             f"fitted (sha256 {sha256[:12]}… instead of "
             f"{extractor.weights_sha256_[:12]}…). Fit it again to use them."
         )
-
-
-def _segment_function(runner, layer):
-    """``segment(start, capture)`` for :func:`~._cache.cached_transform`."""
-    if isinstance(runner, TensorFlowRunner):
-        return runner.segment
-    return lambda start, capture: (lambda images: {layer: runner.maps(images)})

@@ -6,6 +6,7 @@ from numbers import Integral
 from ._architectures import PREPROCESSING_MODES, native_size, resolve_preprocessing
 from ._backbone import backbone_source_parts, get_base
 from ._compat import HasMethods, Interval, StrOptions
+from ._keras_state import backbone_token
 from ._stages import N_STAGES
 from ._weights import resolve_weights
 
@@ -76,3 +77,49 @@ def resolve_base(estimator, seed):
 def check_image_size(entry, image_size, layer):
     """Raise a clear error when ``image_size`` is too small for ``layer``; its map shape."""
     return entry.check_image_size(image_size, layer)
+
+
+# The parameters the features depend on: changed after fit, they need a new fit.
+FEATURE_PARAMETERS = (
+    "backbone", "weights", "layer", "pooling", "image_size", "preprocessing", "backend", "quantize",
+    "random_state",
+)
+
+
+def feature_settings(estimator):
+    """The values of ``FEATURE_PARAMETERS`` as ``estimator`` holds them, comparable."""
+    settings = {}
+    for name in FEATURE_PARAMETERS:
+        value = getattr(estimator, name)
+        if name == "backbone":
+            value = backbone_token(value)
+        elif isinstance(value, (list, tuple)):
+            value = tuple(value)
+        elif isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif name == "random_state" and not (value is None or isinstance(value, int)):
+            value = "a RandomState instance"  # consumed by fit: compared as "set"
+        settings[name] = value
+    if settings["weights"] is not None:
+        settings.pop("random_state")  # only seeds random weights
+    return settings
+
+
+def check_settings_unchanged(estimator, fitted):
+    """Refuse to compute features with parameters set after fit (set_params).
+
+    ``fitted`` is what :func:`feature_settings` gave at fit, or None for an
+    estimator pickled before this check existed.
+    """
+    if fitted is None:
+        return
+    now = feature_settings(estimator)
+    changed = [name for name in fitted if now.get(name) != fitted[name]]
+    if changed:
+        shown = ", ".join(f"{name}={fitted[name]!r} -> {now.get(name)!r}" for name in changed)
+        raise ValueError(
+            f"The parameters {changed} of this {type(estimator).__name__} changed after "
+            f"fit ({shown}). Features always come from the parameters the extractor "
+            "was fitted with, so call fit again (it learns nothing and is quick, "
+            "except INT8 calibration) before transform."
+        )

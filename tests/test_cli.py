@@ -455,3 +455,20 @@ def test_extract_with_another_backbone(tmp_path, capsys):
     assert main(argv) == 0
     np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
     assert "(conv3_block4_out, avg)" in capsys.readouterr().out
+
+
+def test_extract_with_test_time_augmentation(tmp_path, capsys):
+    folder = make_image_folder(tmp_path / "images", {"x": 2}, size=(32, 32)) / "x"
+    out = tmp_path / "features.npy"
+    params = dict(weights=None, image_size=32, layer=3, pooling="avg", random_state=0)
+    expected = ConvFeatureExtractor(**params, tta="flip").fit_transform(image_paths(folder))
+    plain = ConvFeatureExtractor(**params).fit_transform(image_paths(folder))
+    assert not np.allclose(expected, plain, rtol=1e-3)
+    argv = ["extract", str(folder), "-o", str(out), *TINY, "--layer", "3",
+            "--pooling", "avg", "--tta", "flip", "--quiet"]
+    assert main(argv) == 0
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-5, atol=1e-6)
+    assert "(block3_pool, avg, tta=flip)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main([*argv[:-3], "--tta", "flips"])
+    assert "argument --tta: invalid choice: 'flips'" in capsys.readouterr().err

@@ -87,6 +87,17 @@ def add_cut_options(command):
     )
 
 
+def add_tta(command):
+    command.add_argument(
+        "--tta",
+        choices=["flip"],
+        default=None,
+        help="test-time augmentation: flip averages the features of each image and "
+        "of its horizontal mirror, for every image (2x the forward passes; default: "
+        "none)",
+    )
+
+
 def add_batch_size(command, default=32, help="images per forward pass"):
     command.add_argument(
         "--batch-size", type=int, default=default, help=f"{help} (default: {default})"
@@ -186,6 +197,7 @@ def extractor_from_args(args, weights, **params):
         batch_size=args.batch_size,
         verbose=0 if args.quiet else 1,
         random_state=0,
+        tta=args.tta,
         **params,
     )
 

@@ -11,6 +11,7 @@ from ._options import (
     add_image_options,
     add_quiet,
     add_save,
+    add_tta,
     add_weights,
     extractor_from_args,
     printer,
@@ -44,6 +45,7 @@ def add_parser(commands):
         "30 epochs, RMSprop 2e-5, batch 20) (default: logreg)",
     )
     add_cut_options(command)
+    add_tta(command)
     add_image_options(command)
     add_batch_size(command)
     add_save(command, "pipeline")

@@ -10,6 +10,7 @@ from ._options import (
     add_cut_options,
     add_image_options,
     add_quiet,
+    add_tta,
     add_weights,
     check_output,
     check_weights,
@@ -60,6 +61,7 @@ def add_parser(commands):
     )
     add_weights(command)
     add_cut_options(command)
+    add_tta(command)
     add_image_options(command)
     add_batch_size(command)
     command.add_argument(
@@ -106,7 +108,8 @@ def run(args, out=None):
         np.save(output, features)
     say(
         f"wrote {features.shape[0]}×{features.shape[1]} features ({extractor.layer_}, "
-        f"{args.pooling}) to {output} in {seconds:.1f} s "
+        f"{args.pooling}{'' if args.tta is None else f', tta={args.tta}'}) to {output} "
+        f"in {seconds:.1f} s "
         f"({len(paths) / seconds:.1f} images/s)"
     )
     skipped = getattr(extractor, "skipped_", [])

@@ -1,0 +1,94 @@
+"""One pass of a fitted base over images: plain or through the feature cache, per view.
+
+``ConvFeatureExtractor.transform`` comes down to :func:`extract_features`. Every
+runner (TensorFlow, ONNX Runtime, OpenVINO, INT8) and every input (arrays, paths)
+goes through it, so test-time augmentation (:mod:`._tta`) is applied here once.
+"""
+
+import numpy as np
+
+from . import _cache
+from ._backbone import TensorFlowRunner
+from ._images import run_batches
+from ._tta import averaged_over_views, tta_views
+
+
+def extract_features(
+    images, runner, *, entry, layer, pooling, n_features, image_size, batch_size,
+    on_error="raise", verbose=0, store=None, tta=None,
+):
+    """Features of ``images`` by ``runner``, cut at ``layer`` and pooled.
+
+    Parameters
+    ----------
+    images : ImageArray or ImageFiles
+    runner : MapsRunner
+        What runs the base (``features(batch, pooling)`` and ``maps(batch)``).
+    entry : CachedBase or None
+        The base, for its graph and map shapes; needed with ``store`` only.
+    layer, pooling, n_features, image_size, batch_size, on_error, verbose
+        As the fitted extractor holds them.
+    store : FeatureStore or None
+        The feature cache, or None to compute everything.
+    tta : {None, "flip"}
+        The views averaged per image (:func:`~._tta.tta_views`).
+
+    Returns
+    -------
+    features : ndarray of shape (n_images, n_features), float32
+    skipped : list of (int, str, str)
+    """
+    views = tta_views(tta)
+    settings = dict(
+        image_size=image_size, batch_size=batch_size, on_error=on_error, verbose=verbose
+    )
+    if store is None:
+        return run_batches(
+            averaged_over_views(lambda batch: runner.features(batch, pooling), views),
+            images,
+            n_outputs=n_features,
+            **settings,
+        )
+    graph = entry.graph
+    return _cache.cached_transform(
+        store,
+        images,
+        layer=layer,
+        pooling=pooling,
+        map_shape=lambda name: entry.map_shape(name, image_size),
+        segment=_segment_function(runner, layer),
+        # Exported models run the whole cut at once: no resuming there.
+        resume_from=(
+            [name for name in reversed(graph.names[: graph.position[layer]])
+             if name in graph.cut_points]
+            if isinstance(runner, TensorFlowRunner) else ()
+        ),
+        waypoints=[
+            name for stage, name in graph.stage_ends.items()
+            if stage >= 3 and name in graph.cut_points
+        ],
+        views=views,
+        **settings,
+    )
+
+
+def _segment_function(runner, layer):
+    """``segment(start, capture)`` for :func:`~._cache.cached_transform`."""
+    if isinstance(runner, TensorFlowRunner):
+        return runner.segment
+    return lambda start, capture: (lambda images: {layer: runner.maps(images)})
+
+
+def feature_names(layer, pooling, map_shape):
+    """Names of the features, in the order :func:`extract_features` lays them out."""
+    height, width, channels = map_shape
+    if pooling == "flatten":
+        names = [
+            f"{layer}_{row}_{col}_{channel}"
+            for row in range(height)
+            for col in range(width)
+            for channel in range(channels)
+        ]
+    else:
+        names = [f"{layer}_{pooling}_{c}" for c in range(channels)]
+    return np.asarray(names, dtype=object)
