@@ -29,7 +29,7 @@ from ._keras_layers import (
     preprocessing_layer_class,
 )
 from ._keras_state import BackboneParameterState, KerasModelState
-from ._map_augmentation import CACHED_AUGMENTATIONS, cached_shift, mirrored
+from ._map_augmentation import CACHED_AUGMENTATIONS, cached_shift
 from ._optimization import OPTIMIZERS, SCHEDULES
 from ._stages import N_STAGES
 from ._training import (
@@ -41,6 +41,7 @@ from ._training import (
     probabilities,
     targets_and_loss,
 )
+from ._tta import TTA_OPTIONS, averaged_over_views, tta_views
 from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size, resolve_base
 
 
@@ -257,7 +258,7 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         "gradual_unfreezing": ["boolean"],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
-        "tta": [StrOptions({"flip"}), None],
+        "tta": [StrOptions(set(TTA_OPTIONS)), None],
     }
 
     def __init__(
@@ -424,11 +425,8 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         proba : ndarray of shape (n_images, n_classes)
         """
         check_is_fitted(self)
-        predict = self.model_.predict_on_batch
-        if self.tta == "flip":
-            def predict(batch, plain=predict):
-                return (np.asarray(plain(batch)) + np.asarray(plain(mirrored(batch)))) / 2
-
+        # tta="flip": the mean of the probabilities of each image and its mirror
+        predict = averaged_over_views(self.model_.predict_on_batch, tta_views(self.tta))
         outputs, _ = run_batches(
             predict,
             check_images(X),

@@ -17,7 +17,6 @@ from ._map_augmentation import (
     CACHED_AUGMENTATIONS,
     MapAugmentation,
     cached_shift,
-    mirrored,
 )
 from ._optimization import (
     learning_rate_logger,
@@ -34,6 +33,7 @@ from ._training import (
     ordered_batches,
     shuffled_batches,
 )
+from ._tta import view_of
 
 HEAD_LAYER_NAMES = ("flatten", "hidden", "dropout", "output")
 # The frozen-prefix cache stays in memory while it takes at most this share of the
@@ -250,9 +250,10 @@ class CachedTraining(_Training):
             out = np.empty(shape, dtype=np.float32)
         runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing_)
         for variant in range(n_variants):
-            flip = mirrored if variant else (lambda batch: batch)
+            view = ("image", "mirror")[variant]
             run_batches(
-                lambda batch, flip=flip: runner.features(flip(batch), "flatten"), images,
+                lambda batch, view=view: runner.features(view_of(batch, view), "flatten"),
+                images,
                 n_outputs=n_values, image_size=tuner.image_size_,
                 batch_size=max(tuner.batch_size, 32), verbose=tuner.verbose,
                 out=out[:, variant],

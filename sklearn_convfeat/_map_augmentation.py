@@ -53,8 +53,3 @@ def shift_maps(maps, offsets):
             source[max(-dy, 0) : height - max(dy, 0), max(-dx, 0) : width - max(dx, 0)]
         )
     return shifted
-
-
-def mirrored(images):
-    """Horizontal mirrors of a batch of ``(n, H, W, C)`` images."""
-    return np.ascontiguousarray(images[:, :, ::-1])

@@ -34,17 +34,30 @@ def bench(monkeypatch):
 def test_bench_finetune(bench, dataset, tmp_path):
     out = tmp_path / "finetune.json"
     bench("bench_finetune").main([
-        "--data", str(dataset), "--weights", "random", "--image-size", "32",
-        "--timing-image-size", "32", "--head-epochs", "1", "--fine-tune-epochs", "1",
-        "--timing-images", "8", "--out", str(out),
+        "--data", str(dataset), "--weights", "random", "--image-sizes", "32",
+        "--head-epochs", "1", "--fine-tune-epochs", "1", "--fidelity-images", "4",
+        "--timing", "--timing-image-size", "32", "--timing-images", "8",
+        "--out", str(out),
     ])
     results = json.loads(out.read_text())
     assert results["machine"]["cores"] >= 1 and results["date"]
-    assert 0 <= results["accuracy"]["test_accuracy"] <= 1
-    rows = results["timing"]["rows"]
-    assert [row["epoch"] for row in rows] == ["train only", "train + validation"]
-    assert [row["validation_images"] for row in rows] == [0, 4]
-    for row in rows:
+    rows = {(row["model"], row["tta"]): row for row in results["rows"]}
+    assert set(rows) == {(model, tta) for model in ("FineTuner", "LogisticRegression")
+                         for tta in ("none", "flip")}
+    for row in rows.values():
+        assert 0 <= row["test_accuracy"] <= 1 and row["predict_seconds_per_image"] > 0
+    assert rows["FineTuner", "none"]["history"]["learning_rate"]
+    assert {verdict["target"] for verdict in results["verdicts"]} >= {
+        "FineTuner fit <= 30 min at 32 px",
+        "FineTuner >= LogisticRegression + 0.01 (same run)"}
+    fidelity = results["shift_fidelity"]
+    assert fidelity["images"] == 4 and len(fidelity["rows"]) == 4
+    for row in fidelity["rows"]:
+        assert row["relative_error"] >= 0 and row["unshifted_relative_error"] > 0
+    timing = results["timing"]["rows"]
+    assert [row["epoch"] for row in timing] == ["train only", "train + validation"]
+    assert [row["validation_images"] for row in timing] == [0, 4]
+    for row in timing:
         assert row["phase2_speedup"] > 0
         assert 1 < row["flop_bound"] < 20
 
