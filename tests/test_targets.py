@@ -304,13 +304,12 @@ def test_finetuner_regressor_learns_brightness(images):
     assert reg.score(X, brightness) > 0.5
 
 
-@pytest.mark.parametrize("unfreeze", [1, 5])
+@pytest.mark.parametrize("unfreeze", [0, 1])
 def test_finetuner_regressor_cache_and_end_to_end_agree(images, unfreeze):
     X, brightness = images
     cached = tiny(FineTunerRegressor, unfreeze=unfreeze).fit(X, brightness)
     end_to_end = tiny(FineTunerRegressor, unfreeze=unfreeze, cache=None).fit(X, brightness)
-    assert end_to_end.cache_ is None
-    assert cached.cache_ == ("memory" if unfreeze < 5 else None)
+    assert cached.cache_ == "memory" and end_to_end.cache_ is None
     np.testing.assert_allclose(cached.predict(X), end_to_end.predict(X), rtol=1e-4)
 
 
