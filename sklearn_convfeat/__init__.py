@@ -9,8 +9,10 @@ from ._cam import METHODS as _CAM_METHODS
 from ._cam import CamDisplay, cam, cam_faithfulness, cam_metrics, overlay, plot_cam
 from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
+from ._finetune_regressor import FineTunerRegressor
 from ._images import IMAGE_EXTENSIONS, load_image_folder, load_images
 from ._mlp import KerasMLPClassifier
+from ._mlp_regressor import KerasMLPRegressor
 from ._persistence import load, save
 from ._weights import check_weights
 
@@ -33,7 +35,9 @@ __all__ = [
     "CamDisplay",
     "ConvFeatureExtractor",
     "FineTuner",
+    "FineTunerRegressor",
     "KerasMLPClassifier",
+    "KerasMLPRegressor",
     "PREPROCESSING_MODES",
     "__version__",
     "cam",

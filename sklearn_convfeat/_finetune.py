@@ -10,12 +10,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    check_consistent_length,
-    check_is_fitted,
-    column_or_1d,
-)
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from ._backbone import fresh_copy
 from ._compat import Interval, StrOptions, fit_context
@@ -32,20 +27,141 @@ from ._keras_state import BackboneParameterState, KerasModelState
 from ._map_augmentation import CACHED_AUGMENTATIONS, cached_shift
 from ._optimization import OPTIMIZERS, SCHEDULES
 from ._stages import N_STAGES
-from ._training import (
-    check_two_classes,
-    class_weight_vector,
-    draw_seeds,
-    head_layers,
-    hold_out_rows,
-    probabilities,
-    targets_and_loss,
-)
+from ._targets import ClassTargets
+from ._training import draw_seeds, head_layers, hold_out_rows
 from ._tta import TTA_OPTIONS, averaged_over_views, tta_views
 from ._validation import BASE_PARAMETER_CONSTRAINTS, check_image_size, resolve_base
 
 
-class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEstimator):
+class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
+    """The two-phase fine-tuning of FineTuner and FineTunerRegressor.
+
+    Subclasses hold the parameters and implement ``_targets_from_y(y)`` (returning a
+    ``_targets`` object and the encoded y, and setting their fitted target
+    attributes) and ``_sample_weight(targets, y_encoded)``.
+    """
+
+    def _fit(self, X, y, validation_data):
+        if isinstance(self.unfreeze, bool):
+            raise ValueError(
+                f"The 'unfreeze' parameter of {type(self).__name__} must be an int in "
+                f"the range [0, {N_STAGES}] (stages trained in phase 2). Got "
+                f"{self.unfreeze!r}."
+            )
+        images = check_images(X)
+        check_consistent_length(images, y)
+        targets, y_encoded = self._targets_from_y(y)
+        _check_readable(images, "X")
+        weights_seed, head_seeds, augment_seed, order_seed, split_seed = _split_seeds(
+            draw_seeds(self.random_state, 7)
+        )
+
+        source, base_entry, self.image_size_, self.preprocessing_ = resolve_base(
+            self, weights_seed
+        )
+        check_image_size(base_entry, self.image_size_, base_entry.graph.names[-1])
+        cut = cache_cut(base_entry, self.unfreeze)  # checks unfreeze against the stages
+        self.weights_sha256_ = base_entry.sha256
+
+        train_rows = np.arange(len(y_encoded))
+        validation = None
+        if validation_data is not None:
+            X_val, y_val = _check_validation_pair(validation_data)
+            val_images = check_images(X_val, input_name="X_val")
+            _check_readable(val_images, "validation_data")
+            check_consistent_length(val_images, y_val)
+            validation = (val_images, targets.encode(y_val, "validation_data"))
+        elif self.early_stopping:
+            train_rows, val_rows = hold_out_rows(
+                len(y_encoded), self.validation_fraction, split_seed,
+                stratify=targets.stratify(y_encoded),
+            )
+            validation = (images.subset(val_rows), y_encoded[val_rows])
+
+        sample_weight = self._sample_weight(targets, y_encoded)
+        if sample_weight is not None:
+            sample_weight = sample_weight[train_rows]
+        keras_targets = targets.keras(y_encoded[train_rows])
+        train_images = images if len(train_rows) == len(y_encoded) else images.subset(train_rows)
+        if validation is not None:
+            validation = (validation[0], targets.keras(validation[1]))
+
+        use_cache = (
+            self.cache is not None and self.augment in (False, *CACHED_AUGMENTATIONS)
+            and cut is not None and cut in base_entry.graph.cut_points
+        )
+        augment = self._image_augmentation(base_entry, cut, use_cache)
+        self.model_ = self._build_network(
+            base_entry, targets, head_seeds, augment, augment_seed
+        )
+        trainer = CachedTraining if use_cache else EndToEndTraining
+        training = trainer(self, source, base_entry, cut, targets.loss, order_seed)
+        history = training.run(train_images, keras_targets, sample_weight, validation)
+        self.cache_ = training.cache_kind
+        self.history_ = history
+        self.fine_tune_start_ = history["phase"].count(1)
+        return self
+
+    def _outputs(self, X):
+        """The network's outputs on the images ``X``."""
+        check_is_fitted(self)
+        # tta="flip": the mean of the outputs for each image and its mirror
+        predict = averaged_over_views(self.model_.predict_on_batch, tta_views(self.tta))
+        outputs, _ = run_batches(
+            predict,
+            check_images(X),
+            n_outputs=self.model_.outputs[0].shape[-1],
+            image_size=self.image_size_,
+            batch_size=self.batch_size,
+        )
+        return outputs
+
+    def _image_augmentation(self, base_entry, cut, use_cache):
+        """Settings of the image-space augmentation layers, or None."""
+        if self.augment not in CACHED_AUGMENTATIONS:
+            return check_augment(self.augment)
+        if use_cache:
+            return None  # the cached maps are augmented instead
+        height = self.image_size_[0]
+        cell = height / base_entry.map_shape(cut, self.image_size_)[0] if cut else 16
+        shift = cached_shift(self.augment) * cell / height
+        return {**{key: 0 for key in AUGMENT_DEFAULTS}, "horizontal_flip": True,
+                "width_shift_range": shift, "height_shift_range": shift,
+                "fill_mode": "constant"}
+
+    def _build_network(self, base_entry, targets, head_seeds, augment, augment_seed):
+        import keras
+
+        height, width = self.image_size_
+        inputs = keras.Input((height, width, 3), name="image")
+        x = inputs
+        if augment:
+            x = augmentation_layers(augment, augment_seed)(x)
+        x = preprocessing_layer_class()(self.preprocessing_, name="preprocessing")(x)
+        base = fresh_copy(base_entry, self.image_size_)
+        # Inference mode for good: BatchNormalization keeps its ImageNet statistics.
+        x = base(x, training=False)
+        x = keras.layers.Flatten(name="flatten")(x)
+        for layer in head_layers(
+            n_outputs=targets.n_outputs,
+            activation=targets.activation,
+            hidden_units=self.hidden_units,
+            dropout=self.dropout,
+            seeds=head_seeds,
+        ):
+            x = layer(x)
+        return keras.Model(inputs, x, name="finetuner")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+    def _register_keras_objects(self):
+        preprocessing_layer_class()  # registers the layer before loading
+
+
+class FineTuner(ClassifierMixin, BaseFineTuner):
     """Fine-tune the top of a convnet with a dense head: the book's §5.3.2 recipe.
 
     1. Build the convolutional base (VGG16 by default) + Flatten → Dense(relu) →
@@ -331,8 +447,13 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         X : array-like of shape (n_images, height, width[, channels]) or sequence of str
             Training images (pixel values in [0, 255]) or image file paths; paths are
             decoded batch by batch, so memory is bounded by the batch.
-        y : array-like of shape (n_images,)
-            Class labels of any type; at least two classes.
+        y : array-like of shape (n_images,) or (n_images, n_labels)
+            Class labels of any type; at least two classes. Or, for multi-label
+            classification, a 0/1 indicator matrix with one column per label: the
+            head then has one sigmoid output per label, trained on the binary
+            cross-entropy, ``classes_`` is ``arange(n_labels)``, ``class_weight``
+            is not supported, and the early-stopping hold-out is a plain shuffled
+            split instead of a stratified one.
         validation_data : (X_val, y_val), default=None
             Images and labels to report ``val_*`` metrics on and, with
             ``early_stopping``, to stop on.
@@ -342,78 +463,11 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         self : FineTuner
             The fitted classifier.
         """
-        if isinstance(self.unfreeze, bool):
-            raise ValueError(
-                "The 'unfreeze' parameter of FineTuner must be an int in the range "
-                f"[0, {N_STAGES}] (stages trained in phase 2). Got {self.unfreeze!r}."
-            )
-        images = check_images(X)
-        y = column_or_1d(y, warn=True)
-        check_consistent_length(images, y)
-        check_classification_targets(y)
-        _check_readable(images, "X")
-        self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        check_two_classes(self, self.classes_)
-        n_classes = len(self.classes_)
-        weights_seed, head_seeds, augment_seed, order_seed, split_seed = _split_seeds(
-            draw_seeds(self.random_state, 7)
-        )
-
-        source, base_entry, self.image_size_, self.preprocessing_ = resolve_base(
-            self, weights_seed
-        )
-        check_image_size(base_entry, self.image_size_, base_entry.graph.names[-1])
-        cut = cache_cut(base_entry, self.unfreeze)  # checks unfreeze against the stages
-        self.weights_sha256_ = base_entry.sha256
-
-        train_rows = np.arange(len(y))
-        validation = None
-        if validation_data is not None:
-            X_val, y_val = _check_validation_pair(validation_data)
-            val_images = check_images(X_val, input_name="X_val")
-            _check_readable(val_images, "validation_data")
-            y_val = column_or_1d(y_val)
-            check_consistent_length(val_images, y_val)
-            unknown = np.setdiff1d(y_val, self.classes_)
-            if len(unknown):
-                raise ValueError(
-                    f"validation_data has labels {unknown.tolist()!r} that are not in "
-                    f"y; the classes are {self.classes_.tolist()!r}."
-                )
-            validation = (val_images, np.searchsorted(self.classes_, y_val))
-        elif self.early_stopping:
-            train_rows, val_rows = hold_out_rows(
-                y_encoded, self.validation_fraction, split_seed, n_classes=n_classes
-            )
-            validation = (images.subset(val_rows), y_encoded[val_rows])
-
-        class_weights = class_weight_vector(self.class_weight, self.classes_, y)
-        sample_weight = None
-        if class_weights is not None:
-            sample_weight = class_weights[y_encoded[train_rows]].astype(np.float32)
-        targets, loss = targets_and_loss(y_encoded[train_rows], n_classes)
-        train_images = images if len(train_rows) == len(y) else images.subset(train_rows)
-        if validation is not None:
-            validation = (validation[0], targets_and_loss(validation[1], n_classes)[0])
-
-        use_cache = (
-            self.cache is not None and self.augment in (False, *CACHED_AUGMENTATIONS)
-            and cut is not None and cut in base_entry.graph.cut_points
-        )
-        augment = self._image_augmentation(base_entry, cut, use_cache)
-        self.model_ = self._build_network(
-            base_entry, n_classes, head_seeds, augment, augment_seed
-        )
-        trainer = CachedTraining if use_cache else EndToEndTraining
-        training = trainer(self, source, base_entry, cut, loss, order_seed)
-        history = training.run(train_images, targets, sample_weight, validation)
-        self.cache_ = training.cache_kind
-        self.history_ = history
-        self.fine_tune_start_ = history["phase"].count(1)
-        return self
+        return self._fit(X, y, validation_data)
 
     def predict_proba(self, X):
-        """Probability of each class of ``classes_`` for each image.
+        """Probability of each class of ``classes_``, or of each label being 1
+        (multi-label), for each image.
 
         Parameters
         ----------
@@ -423,21 +477,14 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         Returns
         -------
         proba : ndarray of shape (n_images, n_classes)
+            Rows sum to one, except for multi-label ``y``, where column ``k`` is
+            the probability that label ``k`` is 1.
         """
-        check_is_fitted(self)
-        # tta="flip": the mean of the probabilities of each image and its mirror
-        predict = averaged_over_views(self.model_.predict_on_batch, tta_views(self.tta))
-        outputs, _ = run_batches(
-            predict,
-            check_images(X),
-            n_outputs=1 if len(self.classes_) == 2 else len(self.classes_),
-            image_size=self.image_size_,
-            batch_size=self.batch_size,
-        )
-        return probabilities(outputs)
+        outputs = self._outputs(X)  # checks fitted before the targets are read
+        return self._targets().probabilities(outputs)
 
     def predict(self, X):
-        """Most probable class of each image.
+        """Most probable class of each image, or its 0/1 labels (multi-label).
 
         Parameters
         ----------
@@ -446,13 +493,16 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
 
         Returns
         -------
-        y_pred : ndarray of shape (n_images,)
+        y_pred : ndarray of shape (n_images,) or (n_images, n_labels)
+            For multi-label ``y``, the indicator of the labels whose probability
+            exceeds 0.5.
         """
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self._targets().predict(proba)
 
     def decision_function(self, X):
-        """Log-odds of the second class (binary) or log-probabilities (multi-class).
+        """Log-odds of the second class (binary) or of each label (multi-label), or
+        log-probabilities (multi-class).
 
         Parameters
         ----------
@@ -464,56 +514,25 @@ class FineTuner(BackboneParameterState, KerasModelState, ClassifierMixin, BaseEs
         scores : ndarray of shape (n_images,) or (n_images, n_classes)
             From :meth:`predict_proba`, clipped at 1e-12 before the logarithm.
         """
-        proba = np.clip(self.predict_proba(X), 1e-12, 1.0)
-        if proba.shape[1] == 2:
-            return np.log(proba[:, 1]) - np.log(proba[:, 0])
-        return np.log(proba)
+        proba = self.predict_proba(X)
+        return self._targets().decision(proba)
 
-    def _image_augmentation(self, base_entry, cut, use_cache):
-        """Settings of the image-space augmentation layers, or None."""
-        if self.augment not in CACHED_AUGMENTATIONS:
-            return check_augment(self.augment)
-        if use_cache:
-            return None  # the cached maps are augmented instead
-        height = self.image_size_[0]
-        cell = height / base_entry.map_shape(cut, self.image_size_)[0] if cut else 16
-        shift = cached_shift(self.augment) * cell / height
-        return {**{key: 0 for key in AUGMENT_DEFAULTS}, "horizontal_flip": True,
-                "width_shift_range": shift, "height_shift_range": shift,
-                "fill_mode": "constant"}
+    def _targets_from_y(self, y):
+        targets, y_encoded = ClassTargets.from_y(self, y)
+        self.classes_, self._target_type = targets.classes, targets.target_type
+        return targets, y_encoded
 
-    def _build_network(self, base_entry, n_classes, head_seeds, augment, augment_seed):
-        import keras
+    def _targets(self):
+        return ClassTargets(self._target_type, self.classes_)
 
-        height, width = self.image_size_
-        inputs = keras.Input((height, width, 3), name="image")
-        x = inputs
-        if augment:
-            x = augmentation_layers(augment, augment_seed)(x)
-        x = preprocessing_layer_class()(self.preprocessing_, name="preprocessing")(x)
-        base = fresh_copy(base_entry, self.image_size_)
-        # Inference mode for good: BatchNormalization keeps its ImageNet statistics.
-        x = base(x, training=False)
-        x = keras.layers.Flatten(name="flatten")(x)
-        for layer in head_layers(
-            n_classes=n_classes,
-            hidden_units=self.hidden_units,
-            dropout=self.dropout,
-            seeds=head_seeds,
-        ):
-            x = layer(x)
-        return keras.Model(inputs, x, name="finetuner")
+    def _sample_weight(self, targets, y_encoded):
+        return targets.sample_weight(self.class_weight, y_encoded)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.three_d_array = True
         tags.classifier_tags.multi_class = True
+        tags.classifier_tags.multi_label = True
         return tags
-
-
-
-    def _register_keras_objects(self):
-        preprocessing_layer_class()  # registers the layer before loading
 
 
 def _check_validation_pair(validation_data):

@@ -1,36 +1,150 @@
-"""KerasMLPClassifier: the book's dense head as a scikit-learn classifier."""
+"""KerasMLPClassifier: the book's dense head as a scikit-learn classifier, and the
+training it shares with KerasMLPRegressor."""
 
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from ._compat import Interval, StrOptions, fit_context, validate_data
 from ._keras_state import KerasModelState
 from ._optimization import OPTIMIZERS, make_optimizer
+from ._targets import ClassTargets
 from ._training import (
-    check_two_classes,
-    class_weight_vector,
     compile_for_training,
     custom_gradients_released,
     draw_seeds,
     early_stopping_callback,
     head_layers,
     hold_out_rows,
-    probabilities,
     shuffled_batches,
-    targets_and_loss,
 )
 
-# Rows per forward pass in predict_proba: bounds memory on large inputs.
+# Rows per forward pass in predict: bounds memory on large inputs.
 _PREDICT_CHUNK = 4096
 
-# Key under which a pickled estimator keeps its network as .keras bytes.
+# The parameters every Keras MLP takes; the classifier adds class_weight.
+MLP_PARAMETER_CONSTRAINTS: dict = {
+    "hidden_units": [Interval(Integral, 1, None, closed="left")],
+    "dropout": [Interval(Real, 0, 1, closed="left")],
+    "optimizer": [StrOptions(set(OPTIMIZERS))],
+    "learning_rate": [Interval(Real, 0, None, closed="neither")],
+    "epochs": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "early_stopping": ["boolean"],
+    "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+}
 
 
-class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
+class BaseKerasMLP(KerasModelState, BaseEstimator):
+    """The book's dense head trained on 2-D features; subclasses say what it predicts.
+
+    Subclasses implement ``_targets_from_y(y)`` (returning a ``_targets`` object and
+    the encoded y, and setting their fitted target attributes) and
+    ``_sample_weight(targets, y_encoded)``.
+    """
+
+    def _fit(self, X, y):
+        import keras
+
+        X, y = validate_data(self, X, y, dtype=np.float32, multi_output=True)
+        targets, y_encoded = self._targets_from_y(y)
+        sample_weight = self._sample_weight(targets, y_encoded)
+        keras_targets = targets.keras(y_encoded)
+        hidden_seed, dropout_seed, output_seed, order_seed, split_seed = draw_seeds(
+            self.random_state, 5
+        )
+
+        validation_data, callbacks, stopper = None, [], None
+        if self.early_stopping:
+            train, held_out = hold_out_rows(
+                len(X), self.validation_fraction, split_seed,
+                stratify=targets.stratify(y_encoded),
+            )
+            validation_data = (X[held_out], keras_targets[held_out])
+            if sample_weight is not None:
+                validation_data += (sample_weight[held_out],)
+                sample_weight = sample_weight[train]
+            X, keras_targets = X[train], keras_targets[train]
+            stopper = early_stopping_callback(self.n_iter_no_change, self.verbose)
+            callbacks.append(stopper)
+
+        self.model_ = keras.Sequential(
+            [
+                keras.Input(shape=(X.shape[1],), name="features"),
+                *head_layers(
+                    n_outputs=targets.n_outputs,
+                    activation=targets.activation,
+                    hidden_units=self.hidden_units,
+                    dropout=self.dropout,
+                    seeds=(hidden_seed, dropout_seed, output_seed),
+                ),
+            ],
+            name="mlp_head",
+        )
+        compile_for_training(
+            self.model_, make_optimizer(self.optimizer, self.learning_rate),
+            targets.loss, X[:1], keras_targets[:1],
+        )
+        batches = shuffled_batches(
+            X, keras_targets, sample_weight, batch_size=self.batch_size, seed=order_seed
+        )
+        with custom_gradients_released():
+            history = self.model_.fit(
+                batches,
+                epochs=self.epochs,
+                steps_per_epoch=batches.n_batches_per_epoch,
+                # The order comes from `batches`, seeded from random_state.
+                shuffle=False,
+                validation_data=validation_data,
+                callbacks=callbacks,
+                verbose=min(int(self.verbose), 2),
+            )
+        self.history_ = {
+            key: [float(value) for value in values]
+            for key, values in history.history.items()
+        }
+        self.n_iter_ = len(self.history_["loss"])
+        if stopper is not None and stopper.best_weights is not None:
+            self.best_epoch_ = stopper.best_epoch + 1
+        else:
+            self.best_epoch_ = self.n_iter_
+        return self
+
+    def _outputs(self, X):
+        """The network's outputs on ``X``, computed in float64."""
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        # The head's arithmetic in float64 numpy rather than the float32 network:
+        # float32 matrix kernels round a row differently depending on where it
+        # falls in the batch, so outputs would change with sample order.
+        (kernel, bias), (out_kernel, out_bias) = (
+            [weight.astype(np.float64) for weight in self.model_.get_layer(name).get_weights()]
+            for name in ("hidden", "output")
+        )
+        activation = self.model_.get_layer("output").get_config()["activation"]
+        outputs = []
+        for start in range(0, X.shape[0], _PREDICT_CHUNK):
+            rows = X[start : start + _PREDICT_CHUNK].astype(np.float64)
+            hidden = np.maximum(rows @ kernel + bias, 0.0)
+            outputs.append(_ACTIVATIONS[activation](hidden @ out_kernel + out_bias))
+        return np.concatenate(outputs)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # Stated rather than inherited: dense finite input only, and reproducible
+        # fits given an int random_state.
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags
+
+
+class KerasMLPClassifier(ClassifierMixin, BaseKerasMLP):
     """A small Keras MLP classifier: the densely connected head on convnet features.
 
     The classifier of Chollet, *Deep Learning with Python* §5.3.1, trained on the
@@ -42,7 +156,10 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
     :class:`~sklearn_convfeat.ConvFeatureExtractor` in a pipeline.
 
     A new network is built and trained from scratch at every ``fit``. Labels can
-    be of any type (strings, ints, bools...).
+    be of any type (strings, ints, bools...). Multi-label ``y``, a 2-D 0/1
+    indicator matrix with one column per label, gets one sigmoid output per label
+    trained on the binary cross-entropy, as in
+    :class:`~sklearn.neural_network.MLPClassifier`.
 
     Parameters
     ----------
@@ -67,7 +184,8 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         training loss by ``class_weight``.
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping`` is True.
-        The split is stratified by class and drawn from ``random_state``.
+        The split is stratified by class (a plain shuffled split for multi-label
+        ``y``) and drawn from ``random_state``.
     n_iter_no_change : int, default=5
         Epochs without improvement of the hold-out loss before stopping, when
         ``early_stopping`` is True.
@@ -76,7 +194,7 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         labels of ``y``, as given (e.g. ``{"cat": 1, "dog": 3}``), to weights;
         missing classes weigh 1. ``"balanced"`` weighs each class by
         ``n_samples / (n_classes * n_samples_of_the_class)``. None weighs all
-        samples equally.
+        samples equally. Not supported with multi-label ``y`` (an error).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the dropout masks, the order of the samples
         in each epoch and the early-stopping split. An int makes ``fit``
@@ -89,7 +207,7 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        The class labels, sorted.
+        The class labels, sorted; ``arange(n_labels)`` for multi-label ``y``.
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -97,7 +215,8 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         names (e.g. a pandas DataFrame).
     model_ : keras.Model
         The trained network; it outputs the probability of ``classes_[1]`` for
-        two classes and of every class otherwise.
+        two classes, of every class for more, and of every label for
+        multi-label ``y``.
     history_ : dict of str to list of float
         Per-epoch ``loss`` and ``accuracy`` on the training data, plus
         ``val_loss`` and ``val_accuracy`` on the hold-out with
@@ -111,6 +230,7 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
     See Also
     --------
     sklearn_convfeat.ConvFeatureExtractor : The features this head is made for.
+    KerasMLPRegressor : The same head for numeric targets.
     sklearn.neural_network.MLPClassifier : The MLP of scikit-learn; no dropout,
         no GPU.
     sklearn.linear_model.LogisticRegression : A strong, faster baseline on
@@ -136,6 +256,7 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklearn.datasets import make_classification
     >>> from sklearn_convfeat import KerasMLPClassifier
     >>> X, y = make_classification(n_samples=100, n_features=20, random_state=0)
@@ -150,21 +271,19 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
     (3, 2)
     >>> clf.n_iter_
     5
+
+    Multi-label: one 0/1 column per label, and the probability of each.
+
+    >>> Y = np.column_stack([X[:, 0] > 0, X[:, 1] > 0]).astype(int)
+    >>> clf.fit(X, Y).classes_
+    array([0, 1])
+    >>> clf.predict(X[:3]).shape, clf.predict_proba(X[:3]).shape
+    ((3, 2), (3, 2))
     """
 
     _parameter_constraints: dict = {
-        "hidden_units": [Interval(Integral, 1, None, closed="left")],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "optimizer": [StrOptions(set(OPTIMIZERS))],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        **MLP_PARAMETER_CONSTRAINTS,
         "class_weight": [dict, StrOptions({"balanced"}), None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -204,86 +323,19 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, n_features)
             Training features; cast to float32.
-        y : array-like of shape (n_samples,)
-            Class labels, of any type; at least two classes.
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+            Class labels, of any type, at least two classes; or, for multi-label
+            classification, a 0/1 indicator matrix with one column per label.
 
         Returns
         -------
         self : KerasMLPClassifier
             The fitted estimator.
         """
-        import keras
-
-        X, y = validate_data(self, X, y, dtype=np.float32)
-        check_classification_targets(y)
-        self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        check_two_classes(self, self.classes_)
-        n_classes = len(self.classes_)
-        class_weights = class_weight_vector(self.class_weight, self.classes_, y)
-        sample_weight = None
-        if class_weights is not None:
-            sample_weight = class_weights[y_encoded].astype(np.float32)
-        targets, loss = targets_and_loss(y_encoded, n_classes)
-        hidden_seed, dropout_seed, output_seed, order_seed, split_seed = draw_seeds(
-            self.random_state, 5
-        )
-
-        validation_data, callbacks, stopper = None, [], None
-        if self.early_stopping:
-            train, held_out = hold_out_rows(
-                y_encoded, self.validation_fraction, split_seed, n_classes=n_classes
-            )
-            validation_data = (X[held_out], targets[held_out])
-            if sample_weight is not None:
-                validation_data += (sample_weight[held_out],)
-                sample_weight = sample_weight[train]
-            X, targets = X[train], targets[train]
-            stopper = early_stopping_callback(self.n_iter_no_change, self.verbose)
-            callbacks.append(stopper)
-
-        self.model_ = keras.Sequential(
-            [
-                keras.Input(shape=(X.shape[1],), name="features"),
-                *head_layers(
-                    n_classes=n_classes,
-                    hidden_units=self.hidden_units,
-                    dropout=self.dropout,
-                    seeds=(hidden_seed, dropout_seed, output_seed),
-                ),
-            ],
-            name="mlp_head",
-        )
-        compile_for_training(
-            self.model_, make_optimizer(self.optimizer, self.learning_rate), loss,
-            X[:1], targets[:1],
-        )
-        batches = shuffled_batches(
-            X, targets, sample_weight, batch_size=self.batch_size, seed=order_seed
-        )
-        with custom_gradients_released():
-            history = self.model_.fit(
-                batches,
-                epochs=self.epochs,
-                steps_per_epoch=batches.n_batches_per_epoch,
-                # The order comes from `batches`, seeded from random_state.
-                shuffle=False,
-                validation_data=validation_data,
-                callbacks=callbacks,
-                verbose=min(int(self.verbose), 2),
-            )
-        self.history_ = {
-            key: [float(value) for value in values]
-            for key, values in history.history.items()
-        }
-        self.n_iter_ = len(self.history_["loss"])
-        if stopper is not None and stopper.best_weights is not None:
-            self.best_epoch_ = stopper.best_epoch + 1
-        else:
-            self.best_epoch_ = self.n_iter_
-        return self
+        return self._fit(X, y)
 
     def predict_proba(self, X):
-        """Probability of each class.
+        """Probability of each class, or of each label being 1 (multi-label).
 
         Parameters
         ----------
@@ -294,28 +346,15 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
             Probabilities in the order of ``classes_``; rows sum to one. For two
-            classes, ``[1 - p, p]`` where ``p`` is the network's output.
+            classes, ``[1 - p, p]`` where ``p`` is the network's output. For
+            multi-label ``y``, column ``k`` is the probability that label ``k``
+            is 1 (rows need not sum to one).
         """
-        check_is_fitted(self)
-        X = validate_data(self, X, dtype=np.float32, reset=False)
-        # The head's arithmetic in float64 numpy rather than the float32 network:
-        # float32 matrix kernels round a row differently depending on where it
-        # falls in the batch, so probabilities would change with sample order.
-        (kernel, bias), (out_kernel, out_bias) = (
-            [weight.astype(np.float64) for weight in self.model_.get_layer(name).get_weights()]
-            for name in ("hidden", "output")
-        )
-        outputs = []
-        for start in range(0, X.shape[0], _PREDICT_CHUNK):
-            rows = X[start : start + _PREDICT_CHUNK].astype(np.float64)
-            hidden = np.maximum(rows @ kernel + bias, 0.0)
-            logits = hidden @ out_kernel + out_bias
-            outputs.append(_output_activation(logits))
-        outputs = np.concatenate(outputs)
-        return probabilities(outputs)
+        outputs = self._outputs(X)  # checks fitted before the targets are read
+        return self._targets().probabilities(outputs)
 
     def predict(self, X):
-        """Most probable class of each sample.
+        """Most probable class of each sample, or its 0/1 labels (multi-label).
 
         Parameters
         ----------
@@ -324,27 +363,40 @@ class KerasMLPClassifier(KerasModelState, ClassifierMixin, BaseEstimator):
 
         Returns
         -------
-        y_pred : ndarray of shape (n_samples,)
-            The label of ``classes_`` with the highest probability.
+        y_pred : ndarray of shape (n_samples,) or (n_samples, n_labels)
+            The label of ``classes_`` with the highest probability; for
+            multi-label ``y``, the indicator of the labels whose probability
+            exceeds 0.5.
         """
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
-        return self.classes_[np.argmax(proba, axis=1)]
+        return self._targets().predict(proba)
+
+    def _targets_from_y(self, y):
+        targets, y_encoded = ClassTargets.from_y(self, y)
+        self.classes_, self._target_type = targets.classes, targets.target_type
+        return targets, y_encoded
+
+    def _targets(self):
+        return ClassTargets(self._target_type, self.classes_)
+
+    def _sample_weight(self, targets, y_encoded):
+        return targets.sample_weight(self.class_weight, y_encoded)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        # Stated rather than inherited: dense finite input only, any number of
-        # classes, and reproducible fits given an int random_state.
-        tags.input_tags.sparse = False
-        tags.input_tags.allow_nan = False
         tags.classifier_tags.multi_class = True
-        tags.classifier_tags.multi_label = False
-        tags.non_deterministic = False
+        tags.classifier_tags.multi_label = True
         return tags
 
 
-def _output_activation(logits):
-    """The head's sigmoid (one output) or softmax, in float64."""
-    if logits.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-logits))
+def _sigmoid(logits):
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+def _softmax(logits):
     exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))
     return exponentials / exponentials.sum(axis=1, keepdims=True)
+
+
+# The output layer's activations, in float64.
+_ACTIVATIONS = {"sigmoid": _sigmoid, "softmax": _softmax, "linear": lambda x: x}

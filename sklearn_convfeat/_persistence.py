@@ -17,8 +17,10 @@ from ._compat import HasMethods, validate_params
 from ._extractor import ConvFeatureExtractor
 from ._files import write_atomic
 from ._finetune import FineTuner
+from ._finetune_regressor import FineTunerRegressor
 from ._keras_state import SavedKerasModel
 from ._mlp import KerasMLPClassifier
+from ._mlp_regressor import KerasMLPRegressor
 from ._weights import WeightsSource
 
 
@@ -30,7 +32,8 @@ def _type_name(cls):
 TRUSTED_TYPES = tuple(
     _type_name(cls)
     for cls in (
-        ConvFeatureExtractor, KerasMLPClassifier, FineTuner, WeightsSource, SavedKerasModel
+        ConvFeatureExtractor, KerasMLPClassifier, KerasMLPRegressor, FineTuner,
+        FineTunerRegressor, WeightsSource, SavedKerasModel,
     )
 )
 
@@ -106,8 +109,9 @@ def load(path, *, trusted=None, allow_pickle=False):
     """Load an estimator or pipeline saved by :func:`save`, without running its code.
 
     Only trusted types are rebuilt: this package's estimators and their helper type
-    (:class:`ConvFeatureExtractor`, :class:`KerasMLPClassifier`, :class:`FineTuner`,
-    and the record of where an extractor's weights come from), scikit-learn's
+    (:class:`ConvFeatureExtractor`, :class:`KerasMLPClassifier`,
+    :class:`KerasMLPRegressor`, :class:`FineTuner`, :class:`FineTunerRegressor`, and
+    the record of where an extractor's weights come from), scikit-learn's
     estimators and pipelines, NumPy arrays and Python builtins. Anything else is refused with an
     error that names it. Keras networks are rebuilt from their ``.keras`` bytes in
     Keras' safe mode, which refuses ``Lambda`` layers holding code.

@@ -1,5 +1,5 @@
-"""What the Keras classifiers share: the book's dense head, seeds, labels, class
-weights, the validation hold-out and reproducible minibatches.
+"""What the Keras estimators share: the book's dense head, seeds, the validation
+hold-out and reproducible minibatches (what they predict is in ``_targets``).
 
 Nothing here touches Keras' global random state: every random choice comes from seeds
 drawn from the estimator's ``random_state``.
@@ -9,12 +9,12 @@ import contextlib
 import math
 import threading
 from functools import cache
-from numbers import Real
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
-from sklearn.utils.class_weight import compute_class_weight
+
+from ._targets import training_metrics
 
 
 def draw_seeds(random_state, n):
@@ -34,7 +34,7 @@ def compile_for_training(model, optimizer, loss, first_inputs, first_targets):
     model.compile(
         optimizer=optimizer,
         loss=loss,
-        metrics=["accuracy"],
+        metrics=training_metrics(loss),
         jit_compile=False,  # XLA only adds compile latency here on a CPU
     )
     model.optimizer.build(model.trainable_variables)
@@ -89,31 +89,8 @@ def early_stopping_callback(patience, verbose):
     )
 
 
-def check_two_classes(estimator, classes):
-    if len(classes) < 2:
-        raise ValueError(
-            f"{type(estimator).__name__} needs samples of at least 2 classes; y "
-            f"contains only one class: {classes.tolist()[0]!r}."
-        )
-
-
-def targets_and_loss(y_encoded, n_classes):
-    """Keras targets and loss: one sigmoid for two classes, softmax for more."""
-    if n_classes == 2:
-        return y_encoded.astype(np.float32).reshape(-1, 1), "binary_crossentropy"
-    return y_encoded.astype(np.int32), "sparse_categorical_crossentropy"
-
-
-def probabilities(outputs):
-    """(n, n_classes) probabilities from the network's sigmoid or softmax outputs."""
-    outputs = np.asarray(outputs, dtype=np.float64)
-    if outputs.shape[1] == 1:
-        return np.hstack([1.0 - outputs, outputs])
-    return outputs / outputs.sum(axis=1, keepdims=True)  # float32 softmax drifts 1e-7
-
-
-def head_layers(*, n_classes, hidden_units, dropout, seeds, prefix=""):
-    """The book's head: Dense(relu) → Dropout → Dense(sigmoid | softmax), seeded.
+def head_layers(*, n_outputs, activation, hidden_units, dropout, seeds, prefix=""):
+    """The book's head: Dense(relu) → Dropout → Dense(n_outputs, activation), seeded.
 
     Fixed names keep ``model.summary()`` and saved models independent of how many
     Keras layers the process created before.
@@ -121,7 +98,6 @@ def head_layers(*, n_classes, hidden_units, dropout, seeds, prefix=""):
     import keras
 
     hidden_seed, dropout_seed, output_seed = seeds
-    n_outputs, activation = (1, "sigmoid") if n_classes == 2 else (n_classes, "softmax")
     return [
         keras.layers.Dense(
             hidden_units,
@@ -139,56 +115,29 @@ def head_layers(*, n_classes, hidden_units, dropout, seeds, prefix=""):
     ]
 
 
-def class_weight_vector(class_weight, classes, y):
-    """Weight of each class of ``classes`` from a ``class_weight`` parameter, or None.
-
-    ``class_weight`` is None, ``"balanced"`` or a dict keyed by the labels of ``y`` as
-    given (strings included); classes missing from the dict weigh 1.
-    """
-    if class_weight is None:
-        return None
-    if isinstance(class_weight, str):  # "balanced"
-        return compute_class_weight("balanced", classes=classes, y=y)
-    labels = classes.tolist()
-    unknown = [label for label in class_weight if label not in labels]
-    if unknown:
-        example = dict(zip(labels, (1.0, 2.0)))
-        raise ValueError(
-            f"class_weight has keys {unknown!r} that are not classes of y; the "
-            f"classes are {labels!r}. Key class_weight by the labels of y as "
-            f"given, e.g. class_weight={example!r}."
-        )
-    weights = np.ones(len(classes))
-    for i, label in enumerate(labels):
-        weight = class_weight.get(label, 1.0)
-        if (
-            not isinstance(weight, Real)
-            or isinstance(weight, bool)
-            or not np.isfinite(weight)
-            or weight < 0
-        ):
-            raise ValueError(
-                f"class_weight[{label!r}] must be a finite number >= 0; got "
-                f"{weight!r}. Give every class a non-negative weight, e.g. 1.0."
-            )
-        weights[i] = weight
-    return weights
-
-
-def hold_out_rows(y_encoded, fraction, seed, *, n_classes):
-    """(train rows, validation rows): a stratified split of ``fraction`` of the samples."""
-    rows = np.arange(len(y_encoded))
+def hold_out_rows(n_samples, fraction, seed, *, stratify=None):
+    """(train rows, validation rows): ``fraction`` of the samples held out, stratified
+    by the labels ``stratify`` when given, else a plain shuffled split."""
+    rows = np.arange(n_samples)
     try:
         train, validation = train_test_split(
-            rows, test_size=fraction, stratify=y_encoded, random_state=seed
+            rows, test_size=fraction, stratify=stratify, random_state=seed
         )
     except ValueError as exc:
+        if stratify is None:
+            need = "a hold-out of at least one sample and a non-empty training set"
+        else:
+            need = (
+                "at least 2 samples of every class and a hold-out of at least one "
+                f"sample per class ({len(np.unique(stratify))}), leaving a non-empty "
+                "training set"
+            )
+        split = "" if stratify is None else ", stratified by class,"
         raise ValueError(
             f"early_stopping=True holds out validation_fraction={fraction} of the "
-            f"{len(rows)} training samples, stratified by class, which needs at least "
-            "2 samples of every class and a hold-out of at least one sample per class "
-            f"({n_classes}), leaving a non-empty training set; here: {exc} Increase "
-            "validation_fraction, provide more samples, or pass validation data."
+            f"{n_samples} training samples{split} which needs {need}; here: {exc} "
+            "Increase validation_fraction, provide more samples, or pass validation "
+            "data."
         ) from exc
     return np.sort(train), np.sort(validation)
 

@@ -1,6 +1,6 @@
 """scikit-learn's estimator checks for every estimator of the package.
 
-KerasMLPClassifier takes 2-D features and passes every check. ConvFeatureExtractor and
+KerasMLPClassifier and KerasMLPRegressor take 2-D features and pass every check. ConvFeatureExtractor and
 FineTuner take images, (n_images, height, width[, channels]) arrays or file paths,
 never a 2-D table; the checks below feed them 2-D tables, so they cannot apply. Each is
 listed with its reason and, where the property still matters for images, the test
@@ -9,7 +9,13 @@ that covers it.
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from sklearn_convfeat import ConvFeatureExtractor, FineTuner, KerasMLPClassifier
+from sklearn_convfeat import (
+    ConvFeatureExtractor,
+    FineTuner,
+    FineTunerRegressor,
+    KerasMLPClassifier,
+    KerasMLPRegressor,
+)
 
 TABLE = "feeds a 2-D table (n_samples, n_features), which is not a batch of images; the extractor rejects it with a ValueError naming the shapes it takes"
 
@@ -80,6 +86,27 @@ FINETUNER_CHECKS_ON_TABLES = {
     "check_readonly_memmap_input": TABLE,
     "check_requires_y_none": f"{TABLE}, before it sees y=None",
     "check_supervised_y_2d": TABLE,
+    "check_classifiers_multilabel_representation_invariance": f"{TABLE} (multi-label on images: test_targets.py::test_multilabel_finetuner)",
+    "check_classifiers_multilabel_output_format_predict": f"{TABLE} (test_targets.py::test_multilabel_finetuner)",
+    "check_classifiers_multilabel_output_format_predict_proba": f"{TABLE} (test_targets.py::test_multilabel_finetuner)",
+    "check_classifiers_multilabel_output_format_decision_function": f"{TABLE} (test_targets.py::test_multilabel_finetuner)",
+}
+
+TG = "test_targets.py::"
+FINETUNER_REGRESSOR_CHECKS_ON_TABLES = {
+    **{
+        name: reason
+        for name, reason in FINETUNER_CHECKS_ON_TABLES.items()
+        if not name.startswith(("check_class", "check_decision"))
+    },
+    "check_estimators_pickle": f"{TABLE} (on images: {TG}test_finetuner_regressor_pickle_and_clone)",
+    "check_regressor_data_not_an_array": TABLE,
+    "check_regressor_multioutput": f"{TABLE} (two targets on images: {TG}test_finetuner_regressor_two_targets_and_validation)",
+    "check_regressors_int": TABLE,
+    "check_regressors_train": f"{TABLE} (learning on images: {TG}test_finetuner_regressor_learns_brightness)",
+    "check_regressors_train(readonly_memmap=True)": TABLE,
+    "check_regressors_train(readonly_memmap=True,X_dtype=float32)": TABLE,
+    "check_regressors_no_decision_function": TABLE,
 }
 
 
@@ -88,6 +115,8 @@ def expected_failed_checks(estimator):
         return EXTRACTOR_CHECKS_ON_TABLES
     if isinstance(estimator, FineTuner):
         return FINETUNER_CHECKS_ON_TABLES
+    if isinstance(estimator, FineTunerRegressor):
+        return FINETUNER_REGRESSOR_CHECKS_ON_TABLES
     return {}
 
 
@@ -99,9 +128,18 @@ FAST_MLP = KerasMLPClassifier(
     random_state=0,
 )
 
+FAST_MLP_REGRESSOR = KerasMLPRegressor(
+    hidden_units=32, optimizer="adam", learning_rate=1e-2, epochs=10, batch_size=32,
+    random_state=0,
+)
+
 
 # Random weights, 32x32 images, one epoch a phase: the checks that do run stay fast.
 TINY_FINETUNER = FineTuner(
+    weights=None, image_size=(32, 32), head_epochs=1, fine_tune_epochs=1, batch_size=16,
+    random_state=0,
+)
+TINY_FINETUNER_REGRESSOR = FineTunerRegressor(
     weights=None, image_size=(32, 32), head_epochs=1, fine_tune_epochs=1, batch_size=16,
     random_state=0,
 )
@@ -111,7 +149,9 @@ TINY_FINETUNER = FineTuner(
     [
         ConvFeatureExtractor(weights=None, image_size=(32, 32), random_state=0),
         FAST_MLP,
+        FAST_MLP_REGRESSOR,
         TINY_FINETUNER,
+        TINY_FINETUNER_REGRESSOR,
     ],
     expected_failed_checks=expected_failed_checks,
 )
