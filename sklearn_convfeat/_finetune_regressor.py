@@ -3,7 +3,8 @@
 from sklearn.base import RegressorMixin
 
 from ._compat import fit_context
-from ._finetune import BaseFineTuner, FineTuner
+from ._finetune import FineTuner
+from ._finetune_base import BaseFineTuner
 from ._targets import RegressionTargets
 
 
