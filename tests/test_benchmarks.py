@@ -36,7 +36,7 @@ def test_bench_finetune(bench, dataset, tmp_path):
     bench("bench_finetune").main([
         "--data", str(dataset), "--weights", "random", "--image-sizes", "32",
         "--head-epochs", "1", "--fine-tune-epochs", "1", "--fidelity-images", "4",
-        "--timing", "--timing-image-size", "32", "--timing-images", "8",
+        "--second-images", "3", "--second-size", "32", "--timing", "--timing-image-size", "32", "--timing-images", "8",
         "--out", str(out),
     ])
     results = json.loads(out.read_text())
@@ -54,6 +54,10 @@ def test_bench_finetune(bench, dataset, tmp_path):
     assert fidelity["images"] == 4 and len(fidelity["rows"]) == 4
     for row in fidelity["rows"]:
         assert row["relative_error"] >= 0 and row["unshifted_relative_error"] > 0
+    second = {row["model"]: row for row in results["second_dataset"]}
+    assert set(second) == {"FineTuner (defaults)", "FineTuner (book's recipe)",
+                           "LogisticRegression"}
+    assert all(row["train_images"] == 9 for row in second.values())
     timing = results["timing"]["rows"]
     assert [row["epoch"] for row in timing] == ["train only", "train + validation"]
     assert [row["validation_images"] for row in timing] == [0, 4]

@@ -1,6 +1,5 @@
 """``convfeat finetune``: a FineTuner fitted on DATA_DIR/train and scored."""
 
-import argparse
 import time
 
 from ._inputs import training_inputs
@@ -44,23 +43,31 @@ def add_parser(commands):
         help="stages trained in phase 2, from the top: 1 is VGG16's block5, 0 skips phase 2 "
         "(default: 1)",
     )
-    for flag, kind, default, metavar, help in (
-        ("--head-epochs", int, 30, None, "epochs of phase 1"),
-        ("--fine-tune-epochs", int, 100, None, "epochs of phase 2, the book's 100"),
-        ("--head-learning-rate", float, 2e-5, "LR", "RMSprop learning rate of phase 1"),
-        ("--fine-tune-learning-rate", float, 1e-5, "LR",
-         "RMSprop learning rate of phase 2"),
+    from .. import FineTuner
+
+    defaults = FineTuner().get_params()  # the estimator's defaults (__init__ stores only)
+    for flag, kind, metavar, help in (
+        ("--head-epochs", int, None, "epochs of phase 1"),
+        ("--fine-tune-epochs", int, None, "epochs of phase 2"),
+        ("--head-learning-rate", float, "LR", "peak learning rate of phase 1"),
+        ("--fine-tune-learning-rate", float, "LR", "peak learning rate of phase 2"),
+        ("--optimizer", str, None, "Keras optimizer of both phases"),
+        ("--schedule", str, None, "learning rate over each phase: cosine or constant"),
+        ("--tta", str, None, "test-time augmentation of the scores: flip or none"),
     ):
+        default = defaults[flag[2:].replace("-", "_")]
         command.add_argument(
             flag, type=kind, default=default, metavar=metavar,
             help=f"{help} (default: {default})",
         )
     command.add_argument(
         "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="the book's augmentation (rotation, shifts, shear, zoom, flips); it "
-        "turns the frozen-prefix cache off (default: off)",
+        choices=[*AUGMENT_CHOICES],
+        default=_augment_choice(defaults["augment"]),
+        help="cached: flips and one-cell shifts of the cached maps; flip: flips only; "
+        "book: the book's image-space augmentation (rotation, shifts, shear, zoom, "
+        "flips), which turns the frozen-prefix cache off; none "
+        f"(default: {_augment_choice(defaults['augment'])})",
     )
     add_batch_size(command, default=20, help="training minibatch")
     command.add_argument(
@@ -100,7 +107,10 @@ def run(args, out=None):
         unfreeze=args.unfreeze,
         image_size=(args.image_size, args.image_size),
         preprocessing=args.preprocessing,
-        augment=args.augment,
+        augment=AUGMENT_CHOICES[args.augment],
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        tta=None if args.tta in (None, "none") else args.tta,
         head_epochs=args.head_epochs,
         head_learning_rate=args.head_learning_rate,
         fine_tune_epochs=args.fine_tune_epochs,
@@ -135,3 +145,12 @@ def run(args, out=None):
         save(tuner, args.save)
         say(f"saved the fitted FineTuner to {args.save}")
     return tuner
+
+
+# --augment's choices → FineTuner's augment.
+AUGMENT_CHOICES = {"cached": "cached", "flip": "flip", "book": True, "none": False}
+
+
+def _augment_choice(augment):
+    return next(name for name, value in AUGMENT_CHOICES.items() if value is augment
+                or value == augment and not isinstance(augment, bool))
