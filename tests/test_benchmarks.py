@@ -44,8 +44,9 @@ def test_bench_finetune(bench, dataset, tmp_path):
     rows = {(row["model"], row["tta"]): row for row in results["rows"]}
     assert set(rows) == {(model, tta) for model in ("FineTuner", "LogisticRegression")
                          for tta in ("none", "flip")}
-    for row in rows.values():
+    for (_, tta), row in rows.items():
         assert 0 <= row["test_accuracy"] <= 1 and row["predict_seconds_per_image"] > 0
+        assert (row["validation_accuracy"] is None) == (tta == "flip")
     assert rows["FineTuner", "none"]["history"]["learning_rate"]
     assert {verdict["target"] for verdict in results["verdicts"]} >= {
         "FineTuner fit <= 30 min at 32 px",
