@@ -21,9 +21,9 @@ mode drew it.
 # %%
 # Data and settings
 # -----------------
-# The real mode keeps the book's learning rates (2e-5, then 1e-5), made for
+# The real mode keeps FineTuner's learning rates (1e-4, then 1e-5), made for
 # pretrained weights that must not be destroyed. Random weights have nothing to
-# protect, so the offline mode trains the head at 1e-4 to show learning within a few
+# protect, so the offline mode trains the head at 1e-3 to show learning within a few
 # epochs.
 import os
 
@@ -79,7 +79,7 @@ else:
         image_size=48,
         head_epochs=10,
         fine_tune_epochs=6,
-        head_learning_rate=1e-4,
+        head_learning_rate=1e-3,
     )
 print(f"mode: {MODE}; {len(X_train)} training and {len(X_val)} validation images")
 

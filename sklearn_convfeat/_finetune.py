@@ -31,9 +31,11 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
        (the base runs with ``training=False``), as Keras' transfer-learning guide
        advises: otherwise the first epochs wreck the pretrained statistics.
 
-    Without augmentation, the output of the frozen blocks is computed once per image
-    and cached (``cache``), so each epoch only runs the unfrozen top and the head: the
-    same training, several times faster per epoch on a CPU.
+    The output of the frozen blocks is computed once per image (and once per mirror
+    image, for the default ``augment="cached"``) and cached (``cache``), so each
+    epoch only runs the unfrozen top and the head: the same training, several times
+    faster per epoch on a CPU. Each phase's learning rate warms up, then anneals
+    along a cosine (``schedule``), with AdamW by default.
 
     Parameters
     ----------
@@ -83,18 +85,21 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
         ``fill_mode``). Image-space augmentation changes the images every epoch, so it
         disables the cache: expect each epoch to cost a full forward pass of the base
         (fine on a GPU). False trains on the images as given.
-    optimizer : {"rmsprop", "adam", "adamw", "sgd", "nadam", "adagrad"}, default="rmsprop"
-        Keras optimizer of both phases, built anew for each.
+    optimizer : {"adamw", "rmsprop", "adam", "sgd", "nadam", "adagrad"}, default="adamw"
+        Keras optimizer of both phases, built anew for each (the book's: RMSprop).
     head_epochs : int, default=30
         Epochs of phase 1.
-    head_learning_rate : float, default=2e-5
-        Learning rate of phase 1 (the book's 2e-5).
-    fine_tune_epochs : int, default=100
-        Epochs of phase 2 (the book's 100; with the cache and early stopping, far
-        fewer are usually needed).
+    head_learning_rate : float, default=1e-4
+        Peak learning rate of phase 1 (the book's: 2e-5 with RMSprop, constant). The
+        head's phase runs on the cached output of the base: 30 epochs take seconds.
+    fine_tune_epochs : int, default=10
+        Epochs of phase 2 (the book's 100, on a GPU with image-space augmentation;
+        on cats vs dogs at 150 px the validation accuracy stops moving after a few
+        epochs of cached augmentation).
     fine_tune_learning_rate : float, default=1e-5
-        Learning rate of phase 2 (the book's 1e-5): small, so the pretrained
-        features are adjusted rather than destroyed.
+        Peak learning rate of phase 2 (the book's 1e-5): small, so the pretrained
+        features are adjusted rather than destroyed (at 1e-4, with block5 at 3e-5,
+        test accuracy fell by 3-4 points on cats vs dogs).
     batch_size : int, default=20
         Minibatch size of training and prediction (the book's 20).
     early_stopping : bool, default=False
@@ -130,9 +135,10 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
         Unfreeze one stage at a time: phase 2 runs ``unfreeze`` steps, the k-th
         training the top k stages, sharing ``fine_tune_epochs`` between them (the
         last takes the remainder).
-    weight_decay : float, default=0.0
+    weight_decay : float, default=1e-4
         Decoupled weight decay of the optimizer (what makes ``"adamw"`` AdamW); 0 is
-        none. Keras applies it per step as ``w -= learning_rate * weight_decay * w``.
+        none. Keras applies it per step as ``w -= learning_rate * weight_decay * w``:
+        at these learning rates a gentle pull (1e-9 of each weight per step).
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy, in [0, 1): targets move
         ``label_smoothing / 2`` (binary) or ``label_smoothing / n_classes`` towards
@@ -246,11 +252,11 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
         preprocessing="auto",
         hidden_units=256,
         dropout=0.5,
-        augment=False,
-        optimizer="rmsprop",
+        augment="cached",
+        optimizer="adamw",
         head_epochs=30,
-        head_learning_rate=2e-5,
-        fine_tune_epochs=100,
+        head_learning_rate=1e-4,
+        fine_tune_epochs=10,
         fine_tune_learning_rate=1e-5,
         batch_size=20,
         early_stopping=False,
@@ -262,7 +268,7 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
         warmup=0.1,
         lr_mult=1.0,
         gradual_unfreezing=False,
-        weight_decay=0.0,
+        weight_decay=1e-4,
         label_smoothing=0.0,
         tta=None,
         random_state=None,

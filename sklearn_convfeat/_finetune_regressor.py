@@ -19,7 +19,7 @@ class FineTunerRegressor(RegressorMixin, BaseFineTuner):
 
     ``y`` is standardized inside ``fit`` (each column to mean 0 and standard
     deviation 1) and predictions are mapped back to the units of ``y``, so the
-    book's learning rates (2e-5, then 1e-5) work on raw targets such as ages in
+    default learning rates (1e-4, then 1e-5) work on raw targets such as ages in
     years or prices.
 
     Parameters
@@ -38,16 +38,17 @@ class FineTunerRegressor(RegressorMixin, BaseFineTuner):
         Units of the head's hidden Dense layer.
     dropout : float, default=0.5
         Dropout rate before the output layer.
-    augment : bool or dict, default=False
-        Augmentation while training, as for :class:`FineTuner` (disables the cache).
-    optimizer : {"rmsprop", "adam", "adamw", "sgd", "nadam", "adagrad"}, \
-            default="rmsprop"
+    augment : {"cached", "flip"}, bool or dict, default="cached"
+        Augmentation while training, as for :class:`FineTuner`: flips and shifts of
+        the cached maps, or image-space augmentation (which disables the cache).
+    optimizer : {"adamw", "rmsprop", "adam", "sgd", "nadam", "adagrad"}, \
+            default="adamw"
         Keras optimizer of both phases, built anew for each.
     head_epochs : int, default=30
         Epochs of phase 1.
-    head_learning_rate : float, default=2e-5
-        Learning rate of phase 1.
-    fine_tune_epochs : int, default=100
+    head_learning_rate : float, default=1e-4
+        Peak learning rate of phase 1.
+    fine_tune_epochs : int, default=10
         Epochs of phase 2.
     fine_tune_learning_rate : float, default=1e-5
         Learning rate of phase 2.
@@ -75,7 +76,7 @@ class FineTunerRegressor(RegressorMixin, BaseFineTuner):
         :class:`FineTuner`.
     gradual_unfreezing : bool, default=False
         Unfreeze one stage at a time in phase 2, as for :class:`FineTuner`.
-    weight_decay : float, default=0.0
+    weight_decay : float, default=1e-4
         Decoupled weight decay of the optimizer; 0 is none.
     tta : {"flip"} or None, default=None
         ``"flip"`` averages the predictions for each image and its mirror.
@@ -159,11 +160,11 @@ class FineTunerRegressor(RegressorMixin, BaseFineTuner):
         preprocessing="auto",
         hidden_units=256,
         dropout=0.5,
-        augment=False,
-        optimizer="rmsprop",
+        augment="cached",
+        optimizer="adamw",
         head_epochs=30,
-        head_learning_rate=2e-5,
-        fine_tune_epochs=100,
+        head_learning_rate=1e-4,
+        fine_tune_epochs=10,
         fine_tune_learning_rate=1e-5,
         batch_size=20,
         early_stopping=False,
@@ -174,7 +175,7 @@ class FineTunerRegressor(RegressorMixin, BaseFineTuner):
         warmup=0.1,
         lr_mult=1.0,
         gradual_unfreezing=False,
-        weight_decay=0.0,
+        weight_decay=1e-4,
         tta=None,
         random_state=None,
         verbose=0,

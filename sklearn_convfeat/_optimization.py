@@ -50,8 +50,8 @@ def make_optimizer(name, learning_rate, *, weight_decay=None, multipliers=None):
 
     optimizer_class = getattr(keras.optimizers, OPTIMIZERS[name])
     kwargs = {"learning_rate": learning_rate}
-    if weight_decay:
-        kwargs["weight_decay"] = weight_decay
+    if weight_decay or name == "adamw":  # AdamW's own default would be 0.004
+        kwargs["weight_decay"] = float(weight_decay or 0.0)
     if not multipliers or all(factor == 1 for factor in multipliers.values()):
         return optimizer_class(**kwargs)
     return _scaled_optimizer_class(optimizer_class)(multipliers=multipliers, **kwargs)
