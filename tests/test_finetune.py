@@ -18,6 +18,7 @@ def tiny(**params):
     defaults = dict(
         weights=None, image_size=32, head_epochs=2, fine_tune_epochs=1, batch_size=4,
         head_learning_rate=1e-3, fine_tune_learning_rate=1e-4, random_state=0,
+        augment=False,  # the cache's mechanics; cached augmentation: test_finetune_training
     )
     return FineTuner(**{**defaults, **params})
 
