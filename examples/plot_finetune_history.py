@@ -113,15 +113,13 @@ epochs = np.arange(1, len(history["loss"]) + 1)
 start = tuner.fine_tune_start_ + 0.5  # between the last phase-1 and first phase-2 epoch
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout="constrained")
 axes[2].plot(epochs, history["learning_rate"], "o-", color="tab:green")
-axes[2].set_yscale("log")
+axes[2].set_yscale("log", nonpositive="mask")  # the last epoch ends at 0
 axes[2].set_ylabel("learning rate (end of epoch)")
 for ax, metric in zip(axes, ["loss", "accuracy", None]):
     if metric is not None:
         ax.plot(epochs, history[metric], "o-", label="training")
         ax.plot(epochs, history[f"val_{metric}"], "s-", label="validation")
         ax.set_ylabel(metric)
-    ax.plot(epochs, history[metric], "o-", label="training")
-    ax.plot(epochs, history[f"val_{metric}"], "s-", label="validation")
     ax.axvline(start, color="grey", linestyle="--")
     ax.axvspan(
         start,

@@ -331,8 +331,9 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
         return self._fit(X, y, validation_data)
 
     def predict_proba(self, X):
-        """Probability of each class of ``classes_``, or of each label being 1
-        (multi-label), for each image.
+        """Probability of each class of ``classes_`` (or of each label) for each image.
+
+        For multi-label ``y``, column ``k`` is the probability that label ``k`` is 1.
 
         Parameters
         ----------
@@ -366,8 +367,10 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
         return self._targets().predict(proba)
 
     def decision_function(self, X):
-        """Log-odds of the second class (binary) or of each label (multi-label), or
-        log-probabilities (multi-class).
+        """Log-odds of the second class, of each label, or log-probabilities.
+
+        Binary: the log-odds of the second class; multi-label: of each label;
+        multi-class: the log-probability of each class.
 
         Parameters
         ----------

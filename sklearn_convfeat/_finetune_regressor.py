@@ -239,7 +239,7 @@ class FineTunerRegressor(RegressorMixin, BaseFineTuner):
         Returns
         -------
         y_pred : ndarray of shape (n_images,) or (n_images, n_targets)
-            float64, 1-D when ``y`` was 1-D.
+            Predictions as float64, 1-D when ``y`` was 1-D.
         """
         outputs = self._outputs(X)  # checks fitted before y_mean_ is read
         return RegressionTargets(self.y_mean_, self.y_scale_).predict(outputs)
