@@ -15,12 +15,12 @@ from ._finetune_base import BaseFineTuner
 from ._map_augmentation import CACHED_AUGMENTATIONS
 from ._optimization import OPTIMIZERS, SCHEDULES
 from ._stages import N_STAGES
-from ._targets import ClassTargets
+from ._targets import ClassTargetsMixin
 from ._tta import TTA_OPTIONS
 from ._validation import BASE_PARAMETER_CONSTRAINTS
 
 
-class FineTuner(ClassifierMixin, BaseFineTuner):
+class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
     """Fine-tune the top of a convnet with a dense head: the book's §5.3.2 recipe.
 
     1. Build the convolutional base (VGG16 by default) + Flatten → Dense(relu) →
@@ -384,17 +384,6 @@ class FineTuner(ClassifierMixin, BaseFineTuner):
         """
         proba = self.predict_proba(X)
         return self._targets().decision(proba)
-
-    def _targets_from_y(self, y):
-        targets, y_encoded = ClassTargets.from_y(self, y)
-        self.classes_, self._target_type = targets.classes, targets.target_type
-        return targets, y_encoded
-
-    def _targets(self):
-        return ClassTargets(self._target_type, self.classes_)
-
-    def _sample_weight(self, targets, y_encoded):
-        return targets.sample_weight(self.class_weight, y_encoded)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

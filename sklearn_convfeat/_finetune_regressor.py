@@ -5,10 +5,10 @@ from sklearn.base import RegressorMixin
 from ._compat import fit_context
 from ._finetune import FineTuner
 from ._finetune_base import BaseFineTuner
-from ._targets import RegressionTargets
+from ._targets import RegressionTargetsMixin
 
 
-class FineTunerRegressor(RegressorMixin, BaseFineTuner):
+class FineTunerRegressor(RegressionTargetsMixin, RegressorMixin, BaseFineTuner):
     """Fine-tune the top of a convnet for numeric targets: FineTuner with a linear output.
 
     The recipe of :class:`FineTuner` (the book's §5.3.2): the convolutional base, then
@@ -242,18 +242,4 @@ class FineTunerRegressor(RegressorMixin, BaseFineTuner):
             Predictions as float64, 1-D when ``y`` was 1-D.
         """
         outputs = self._outputs(X)  # checks fitted before y_mean_ is read
-        return RegressionTargets(self.y_mean_, self.y_scale_).predict(outputs)
-
-    def _targets_from_y(self, y):
-        targets, y = RegressionTargets.from_y(self, y)
-        self.y_mean_, self.y_scale_ = targets.mean, targets.scale
-        return targets, y
-
-    def _sample_weight(self, targets, y):
-        return None
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.single_output = True
-        tags.target_tags.multi_output = True
-        return tags
+        return self._predicted_targets(outputs)

@@ -10,7 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._compat import Interval, StrOptions, fit_context, validate_data
 from ._keras_state import KerasModelState
 from ._optimization import OPTIMIZERS, make_optimizer
-from ._targets import ClassTargets
+from ._targets import ClassTargetsMixin
 from ._training import (
     compile_for_training,
     custom_gradients_released,
@@ -144,7 +144,7 @@ class BaseKerasMLP(KerasModelState, BaseEstimator):
         return tags
 
 
-class KerasMLPClassifier(ClassifierMixin, BaseKerasMLP):
+class KerasMLPClassifier(ClassTargetsMixin, ClassifierMixin, BaseKerasMLP):
     """A small Keras MLP classifier: the densely connected head on convnet features.
 
     The classifier of Chollet, *Deep Learning with Python* §5.3.1, trained on the
@@ -370,17 +370,6 @@ class KerasMLPClassifier(ClassifierMixin, BaseKerasMLP):
         """
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
         return self._targets().predict(proba)
-
-    def _targets_from_y(self, y):
-        targets, y_encoded = ClassTargets.from_y(self, y)
-        self.classes_, self._target_type = targets.classes, targets.target_type
-        return targets, y_encoded
-
-    def _targets(self):
-        return ClassTargets(self._target_type, self.classes_)
-
-    def _sample_weight(self, targets, y_encoded):
-        return targets.sample_weight(self.class_weight, y_encoded)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

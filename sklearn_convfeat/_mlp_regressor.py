@@ -4,10 +4,10 @@ from sklearn.base import RegressorMixin
 
 from ._compat import fit_context
 from ._mlp import MLP_PARAMETER_CONSTRAINTS, BaseKerasMLP
-from ._targets import RegressionTargets
+from ._targets import RegressionTargetsMixin
 
 
-class KerasMLPRegressor(RegressorMixin, BaseKerasMLP):
+class KerasMLPRegressor(RegressionTargetsMixin, RegressorMixin, BaseKerasMLP):
     """A small Keras MLP regressor: the dense head on convnet features, linear output.
 
     The network of :class:`KerasMLPClassifier`, ``Dense(hidden_units, "relu")`` then
@@ -189,18 +189,4 @@ class KerasMLPRegressor(RegressorMixin, BaseKerasMLP):
             Predictions as float64, 1-D when ``y`` was 1-D.
         """
         outputs = self._outputs(X)  # checks fitted before y_mean_ is read
-        return RegressionTargets(self.y_mean_, self.y_scale_).predict(outputs)
-
-    def _targets_from_y(self, y):
-        targets, y = RegressionTargets.from_y(self, y)
-        self.y_mean_, self.y_scale_ = targets.mean, targets.scale
-        return targets, y
-
-    def _sample_weight(self, targets, y):
-        return None
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.single_output = True
-        tags.target_tags.multi_output = True
-        return tags
+        return self._predicted_targets(outputs)

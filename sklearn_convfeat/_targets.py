@@ -277,3 +277,41 @@ def _class_weights(class_weight, classes, y):
             )
         weights[i] = weight
     return weights
+
+
+class ClassTargetsMixin:
+    """The target hooks of the classifiers (KerasMLPClassifier, FineTuner): fitted
+    ``classes_`` and target type, rebuilt into a ``ClassTargets`` on demand."""
+
+    def _targets_from_y(self, y):
+        targets, y_encoded = ClassTargets.from_y(self, y)
+        self.classes_, self._target_type = targets.classes, targets.target_type
+        return targets, y_encoded
+
+    def _targets(self):
+        return ClassTargets(self._target_type, self.classes_)
+
+    def _sample_weight(self, targets, y_encoded):
+        return targets.sample_weight(self.class_weight, y_encoded)
+
+
+class RegressionTargetsMixin:
+    """The target hooks of the regressors (KerasMLPRegressor, FineTunerRegressor):
+    fitted ``y_mean_`` and ``y_scale_``, undone on the network's outputs."""
+
+    def _targets_from_y(self, y):
+        targets, y = RegressionTargets.from_y(self, y)
+        self.y_mean_, self.y_scale_ = targets.mean, targets.scale
+        return targets, y
+
+    def _predicted_targets(self, outputs):
+        return RegressionTargets(self.y_mean_, self.y_scale_).predict(outputs)
+
+    def _sample_weight(self, targets, y):
+        return None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.single_output = True
+        tags.target_tags.multi_output = True
+        return tags
