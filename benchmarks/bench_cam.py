@@ -39,6 +39,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+from sklearn.utils import Bunch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
@@ -71,12 +72,15 @@ METHODS = (
     ("scorecam", {"method": "scorecam"}),
     ("ablationcam", {"method": "ablationcam"}),
 )
+# The methods the benchmark is for: on every image, measured first.
+GRADIENT = ("gradcam", "gradcam++", "hirescam", "xgradcam", "layercam")
 # One forward pass per channel and image: run on --expensive-images only.
 EXPENSIVE = ("scorecam", "ablationcam")
-# 4 or 8 gradient passes per image: run on --smoothed-images only.
-SMOOTHED = ("gradcam+aug_smooth", "layercam+aug_smooth", "gradcam+smoothgrad",
-            "layercam+smoothgrad")
+# Every other method (EigenCAM; aug_smooth and SmoothGrad, 4 or 8 gradient passes
+# per image) runs on --smoothed-images.
 METRIC_COLUMNS = ("deletion", "insertion", "road", "confidence")
+# ROAD's imputation and forward passes cost twice the curves': on --road-images only.
+ROAD_METRICS = ("road", "confidence", "increase")
 
 
 def fit_models(args, weights):
@@ -148,36 +152,67 @@ def spread(n, count):
     return np.unique(np.linspace(0, n - 1, count).round().astype(int))
 
 
-def random_by_image(scores, rows, n_images):
-    """The random maps' score per image (NaN for images not among ``rows``)."""
+def measured_rows(metric, rows, road_rows):
+    return road_rows if metric in ROAD_METRICS else rows
+
+
+def random_by_image(scores, rows, road_rows, n_images):
+    """The random maps' score per image (NaN for images not measured)."""
     columns = {metric: scores[metric].random for metric in METRIC_COLUMNS}
     columns["increase"] = scores.confidence.random_increase
     by_image = {}
     for name, values in columns.items():
         by_image[name] = np.full(n_images, np.nan)
-        by_image[name][rows] = values
+        by_image[name][measured_rows(name, rows, road_rows)] = values
     return by_image
 
 
-def random_columns(random_scores, rows):
-    """The random baseline's means over the images ``rows``."""
-    return {f"random_{name}": float(values[rows].mean())
+def random_columns(random_scores, rows, road_rows):
+    """The random baseline's means over the images each metric measured."""
+    return {f"random_{name}": float(values[measured_rows(name, rows, road_rows)].mean())
             for name, values in random_scores.items()}
 
 
-def method_row(model_name, name, scores, random_scores, rows, seconds, metric_seconds):
-    row = {"model": model_name, "method": name, "images": len(rows),
+def method_row(scores, random_scores, rows, road_rows, seconds, metric_seconds):
+    row = {"images": len(rows), "road_images": len(road_rows),
            "seconds_per_image": seconds / len(rows),
            "metric_seconds_per_image": metric_seconds / len(rows)}
     for metric in METRIC_COLUMNS:
         row[metric] = scores[metric].mean
     row["increase"] = scores.confidence.mean_increase
-    row.update(random_columns(random_scores, rows))
+    row.update(random_columns(random_scores, rows, road_rows))
     row["beats_random_deletion"] = row["deletion"] < row["random_deletion"]
     row["beats_random_insertion"] = row["insertion"] > row["random_insertion"]
     for metric in METRIC_COLUMNS:
         row[f"{metric}_per_image"] = scores[metric].score.round(4).tolist()
     return row
+
+
+def measure_method(model, images, rows, road_rows, keywords, random_scores, args):
+    """One method's row: ``cam`` on ``rows``, deletion and insertion there, ROAD and
+    confidence on ``road_rows``; the random maps are measured too when
+    ``random_scores`` is None (the row then carries them as ``random_baseline``)."""
+    heatmaps, seconds = _common.timed(
+        cam, model, images[rows], **keywords, max_channels=args.max_channels)
+    scores, metric_seconds = Bunch(), 0.0
+    for metrics, measured in ((("deletion", "insertion"), rows),
+                              (("road", "confidence"), road_rows)):
+        maps = [heatmaps[k] for k in np.flatnonzero(np.isin(rows, measured))]
+        part, part_seconds = _common.timed(
+            cam_metrics, model, images[measured], maps, metrics=metrics,
+            steps=args.steps, percentiles=args.percentiles, random_state=0,
+            random_baseline=random_scores is None)
+        scores.update({metric: part[metric] for metric in metrics})
+        metric_seconds += part_seconds
+    measured_random = random_scores is None
+    if measured_random:
+        random_scores = random_by_image(scores, rows, road_rows, len(images))
+    row = method_row(scores, random_scores, rows, road_rows, seconds, metric_seconds)
+    if measured_random:
+        row["random_baseline"] = {  # None: an image ROAD did not measure
+            metric: [None if np.isnan(value) else value for value in values.round(4).tolist()]
+            for metric, values in random_scores.items()}
+    return row, heatmaps, random_scores
 
 
 def measure_memory(model, images, calls=50):
@@ -208,11 +243,14 @@ def main(argv=None):
     arguments.add_argument("--images", "--faithfulness-images", dest="images", type=int,
                            default=20, help="test images measured")
     arguments.add_argument("--smoothed-images", type=int,
-                           help="the aug_smooth and SmoothGrad variants on this many of "
-                           "them (default: all)")
+                           help="EigenCAM and the aug_smooth and SmoothGrad variants on this "
+                           "many of the ROAD images (default: all)")
     arguments.add_argument("--expensive-images", type=int,
                            help="Score-CAM and Ablation-CAM on this many of those "
                            "(default: all)")
+    arguments.add_argument("--road-images", type=int,
+                           help="ROAD and confidence on this many of them, for every "
+                           "method (default: all)")
     arguments.add_argument("--show", type=int, default=4, help="test images in the grid")
     arguments.add_argument("--steps", type=int, default=10)
     arguments.add_argument("--percentiles", type=float, nargs="+", default=[20, 50, 80])
@@ -228,7 +266,8 @@ def main(argv=None):
     images, labels = load_split(args.data, "test", args.images)
     images = np.asarray(images)
     # Nested subsets, so the grid's images have every method's heatmap.
-    smoothed_rows = spread(len(images), args.smoothed_images)
+    road_subset = spread(len(images), args.road_images)
+    smoothed_rows = road_subset[spread(len(road_subset), args.smoothed_images)]
     expensive_rows = smoothed_rows[spread(len(smoothed_rows), args.expensive_images)]
     shown_rows = expensive_rows[spread(len(expensive_rows), args.show)]
     figures = Path(args.figures)
@@ -242,44 +281,50 @@ def main(argv=None):
                             for p in images[smoothed_rows]],
         "expensive_images": [str(Path(p).relative_to(Path(args.data)))
                              for p in images[expensive_rows]],
+        "road_images": [str(Path(p).relative_to(Path(args.data)))
+                        for p in images[road_subset]],
         "accuracy": {}, "random_baselines": {}, "rows": [], "memory": None,
         "complete": False,
     }
     for model_name, model in models.items():
         results["accuracy"][model_name] = float(np.mean(model.predict(images) == labels))
-        # One random saliency map per image, drawn with the first method's metrics:
-        # the baseline of every method (on the images each ran on).
-        random_scores = None
-        grid = {}
-        for name, keywords in methods:
-            rows = (expensive_rows if name in EXPENSIVE else
-                    smoothed_rows if name in SMOOTHED else np.arange(len(images)))
-            heatmaps, seconds = _common.timed(
-                cam, model, images[rows], **keywords, max_channels=args.max_channels,
-            )
-            grid[name] = [heatmaps[list(rows).index(i)] if i in rows else None
-                          for i in shown_rows]
-            scores, metric_seconds = _common.timed(
-                cam_metrics, model, images[rows], heatmaps, steps=args.steps,
-                percentiles=args.percentiles, random_state=0,
-                random_baseline=random_scores is None,
-            )
-            if random_scores is None:
-                random_scores = random_by_image(scores, rows, len(images))
-                results["random_baselines"][model_name] = {
-                    "measured_with": name,
-                    **{metric: values.round(4).tolist()
-                       for metric, values in random_scores.items()},
-                }
-            row = method_row(model_name, name, scores, random_scores, rows, seconds,
-                             metric_seconds)
-            baseline = results["random_baselines"][model_name]
-            row["metric_seconds_include_random"] = baseline["measured_with"] == name
-            results["rows"].append(row)
-            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
-                   if not k.endswith("per_image") or k.startswith(("seconds", "metric"))},
-                  flush=True)
-            _common.write_results("bench_cam", results, args.out)  # a checkpoint
+    # One random saliency map per image and model, drawn with the first method's
+    # metrics: the baseline of every method (on the images each ran on).
+    random_scores = dict.fromkeys(models)
+    grids = {model_name: {} for model_name in models}
+    # The gradient methods on every image first, for both models: the rows the
+    # run is for land first in the checkpoints.
+    first = [method for method in methods if method[0] in GRADIENT]
+    rest = [method for method in methods if method not in first]
+    for phase in (first, rest):
+        for model_name, model in models.items():
+            for name, keywords in phase:
+                rows = (np.arange(len(images)) if name in GRADIENT else
+                        expensive_rows if name in EXPENSIVE else smoothed_rows)
+                road_rows = rows[np.isin(rows, road_subset)]
+                row, heatmaps, random_scores[model_name] = measure_method(
+                    model, images, rows, road_rows, keywords, random_scores[model_name],
+                    args)
+                row = {"model": model_name, "method": name, **row}
+                if "random_baseline" in row:
+                    results["random_baselines"][model_name] = {
+                        "measured_with": name, **row.pop("random_baseline")}
+                baseline = results["random_baselines"][model_name]
+                row["metric_seconds_include_random"] = baseline["measured_with"] == name
+                grids[model_name][name] = [
+                    heatmaps[list(rows).index(i)] if i in rows else None
+                    for i in shown_rows]
+                results["rows"].append(row)
+                print({k: (round(v, 4) if isinstance(v, float) else v)
+                       for k, v in row.items()
+                       if not k.endswith("per_image") or k.startswith(("seconds", "metric"))},
+                      flush=True)
+                _common.write_results("bench_cam", results, args.out)  # a checkpoint
+    order = {(model_name, name): i for i, (model_name, (name, _)) in enumerate(
+        (model_name, method) for model_name in models for method in methods)}
+    results["rows"].sort(key=lambda row: order[row["model"], row["method"]])
+    for model_name, grid in grids.items():
+        grid = {name: grid[name] for name, _ in methods}
         overlay_grid(images[shown_rows], grid, figures / f"cam_methods_{model_name}.png")
 
     memory = measure_memory(models["logreg_pipeline"], images, args.memory_calls)

@@ -143,7 +143,7 @@ def cam_metrics(model, X, heatmaps, *, target="predicted", metrics=METRICS, step
         salient = resize_map(maps[i], size)
         random = rng.random_sample(size).astype(np.float32)
         context = Bunch(adapter=adapter, x=x, target=used[i], p=proba[used[i]], rng=rng,
-                        batch_size=batch_size)
+                        batch_size=batch_size, shared={})
         for name in metrics:
             measured = [_MEASURES[name](context, heat, steps=steps,
                                         percentiles=percentiles, baseline=baseline)
@@ -177,27 +177,52 @@ def _ranks(heat, rng):
     return rank.reshape(heat.shape)
 
 
+def _shared(context, key, make_image):
+    """An image every map of this image shares (the blank, the blurred image) and
+    the model's probability for it: computed once per image, not once per map."""
+    if key not in context.shared:
+        image = make_image(context.x[0])
+        context.shared[key] = image, _proba_of(context, image[np.newaxis])[0]
+    return context.shared[key]
+
+
 def _curve(context, heat, steps, start, end):
-    """Probabilities as ``end``'s pixels replace ``start``'s, most salient first."""
+    """Probabilities as ``end``'s pixels replace ``start``'s, most salient first.
+
+    ``start`` and ``end`` are (image, probability) pairs: the curve's two ends do
+    not depend on the map, so only the ``steps - 1`` inner points cost a forward pass.
+    """
+    (start_image, start_p), (end_image, end_p) = start, end
     rank = _ranks(heat, context.rng)
-    counts = np.rint(np.linspace(0.0, 1.0, steps + 1) * heat.size).astype(np.int64)
+    counts = np.rint(np.linspace(0.0, 1.0, steps + 1)[1:-1] * heat.size).astype(np.int64)
     masks = rank[np.newaxis] < counts[:, np.newaxis, np.newaxis]
-    return _proba_of(context, np.where(masks[..., np.newaxis], end, start))
+    inner = (_proba_of(context, np.where(masks[..., np.newaxis], end_image, start_image))
+             if counts.size else np.empty(0, dtype=np.float32))
+    return np.concatenate([[start_p], inner, [end_p]])
+
+
+def _blank(baseline):
+    if baseline == "mean":
+        return lambda x: np.broadcast_to(x.mean(axis=(0, 1), keepdims=True), x.shape).copy()
+    return np.zeros_like
+
+
+def _blur(x):
+    from scipy.ndimage import gaussian_filter
+
+    sigma = 5.0 * max(x.shape[:2]) / 224.0
+    return gaussian_filter(x, sigma=(sigma, sigma, 0))
 
 
 def _deletion(context, heat, *, steps, baseline, **_):
-    x = context.x[0]
-    blank = x.mean(axis=(0, 1), keepdims=True) if baseline == "mean" else np.zeros_like(x)
-    return _curve(context, heat, steps, x, blank)
+    image = (context.x[0], context.p)
+    return _curve(context, heat, steps, image,
+                  _shared(context, f"blank-{baseline}", _blank(baseline)))
 
 
 def _insertion(context, heat, *, steps, **_):
-    from scipy.ndimage import gaussian_filter
-
-    x = context.x[0]
-    sigma = 5.0 * max(x.shape[:2]) / 224.0
-    blurred = gaussian_filter(x, sigma=(sigma, sigma, 0))
-    return _curve(context, heat, steps, blurred, x)
+    image = (context.x[0], context.p)
+    return _curve(context, heat, steps, _shared(context, "blurred", _blur), image)
 
 
 def _road(context, heat, *, percentiles, **_):
