@@ -291,8 +291,9 @@ def test_bench_cam(bench, dataset, tmp_path):
     bench("bench_cam").main([
         "--data", str(dataset), "--weights", "random", "--image-size", "32",
         "--head-epochs", "1", "--fine-tune-epochs", "1", "--limit", "8", "--show", "2",
-        "--images", "4", "--expensive-images", "2", "--max-channels", "4",
-        "--memory-calls", "2", "--methods", *methods, "--figures", str(figures),
+        "--images", "4", "--road-images", "3", "--expensive-images", "2",
+        "--max-channels", "4", "--memory-calls", "2", "--methods", *methods,
+        "--figures", str(figures),
         "--models", str(tmp_path / "models"), "--out", str(out),
     ])
     results = json.loads(out.read_text())
@@ -300,19 +301,28 @@ def test_bench_cam(bench, dataset, tmp_path):
     assert [(row["model"], row["method"]) for row in results["rows"]] == [
         (model, method) for model in ("finetuner", "logreg_pipeline") for method in methods
     ]
+    # Gradient methods on all 4 images, the others on the 3 ROAD images, the
+    # expensive ones on 2 of those; ROAD and confidence on the ROAD images only.
+    images = {"gradcam": 4, "layercam+aug_smooth": 3, "gradcam+smoothgrad": 3,
+              "scorecam": 2}
     for row in results["rows"]:
-        assert row["images"] == (2 if row["method"] == "scorecam" else 4)
+        assert row["images"] == images[row["method"]]
+        assert row["road_images"] == min(images[row["method"]], 3)
         assert len(row["deletion_per_image"]) == row["images"]
+        assert len(row["road_per_image"]) == row["road_images"]
         for metric in ("deletion", "insertion"):
             assert 0 <= row[metric] <= 1 and 0 <= row[f"random_{metric}"] <= 1
         assert row["beats_random_deletion"] == (row["deletion"] < row["random_deletion"])
         assert 0 <= row["confidence"] <= 100 and row["seconds_per_image"] > 0
     for model in ("finetuner", "logreg_pipeline"):
         assert (figures / f"cam_methods_{model}.png").stat().st_size > 0
-        assert results["random_baselines"][model]["measured_with"] == "gradcam"
+        baseline = results["random_baselines"][model]
+        assert baseline["measured_with"] == "gradcam"
+        assert baseline["road"].count(None) == 1 and None not in baseline["deletion"]
     memory = results["memory"]
     assert memory["calls"] == 2 and memory["rss_after_mb"] > 0
     assert len(results["shown_images"]) == 2 and len(results["expensive_images"]) == 2
+    assert len(results["road_images"]) == 3
     # A second run loads the saved models instead of fitting them again.
     again = bench("bench_cam").main([
         "--data", str(dataset), "--weights", "random", "--image-size", "32",

@@ -127,6 +127,28 @@ def test_metrics_on_a_hand_computed_case(pipeline):
     assert result.confidence.increase[0] == (100.0 if o > p[0] else 0.0)
 
 
+def test_curve_ends_do_not_depend_on_the_map(pipeline):
+    """Deletion runs from the image to the blank, insertion from the blurred image to
+    the image, whatever the map: with one step the curves are those two ends."""
+    from scipy.ndimage import gaussian_filter
+
+    pipe, X = pipeline
+    heat = np.random.default_rng(1).random((2, 32, 32))
+    result = cam_metrics(pipe, X[:2], heat, metrics=["deletion", "insertion"], steps=1,
+                         random_state=0)
+    images = X[:2].astype(np.float32)
+    blank = np.broadcast_to(images.mean(axis=(1, 2), keepdims=True), images.shape)
+    sigma = 5.0 * 32 / 224
+    blurred = np.stack([gaussian_filter(image, sigma=(sigma, sigma, 0)) for image in images])
+    rows, targets = np.arange(2), result.targets
+    p, p_blank, p_blurred = (pipe.predict_proba(batch)[rows, targets]
+                             for batch in (images, blank, blurred))
+    for curves in (result.deletion.curves, result.deletion.random_curves):
+        np.testing.assert_allclose(curves, np.column_stack([p, p_blank]), atol=1e-5)
+    for curves in (result.insertion.curves, result.insertion.random_curves):
+        np.testing.assert_allclose(curves, np.column_stack([p_blurred, p]), atol=1e-5)
+
+
 def test_metric_and_target_errors(pipeline):
     pipe, X = pipeline
     heat = np.ones((1, 32, 32))
