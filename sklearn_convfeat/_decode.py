@@ -49,7 +49,11 @@ def resize(images, size):
     import tensorflow as tf
 
     resized = tf.image.resize(images, size, method="bilinear", antialias=True)
-    return resized.numpy().astype(np.float32, copy=False)
+    resized = resized.numpy().astype(np.float32, copy=False)
+    # Each output is a weighted mean (weights >= 0) of inputs, so it lies in their
+    # range: clip the float rounding that lands a hair above 255 and trips the
+    # extractor's range warning on load_images' own output.
+    return np.clip(resized, np.min(images), np.max(images), out=resized)
 
 
 def decode_image(path, size=None):

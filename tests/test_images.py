@@ -106,6 +106,17 @@ def test_resize_is_identity_at_the_same_size_and_keeps_constant_images_constant(
     np.testing.assert_allclose(resize(flat, (13, 17)), 77.0, rtol=1e-5)
 
 
+@settings(max_examples=25, deadline=None)
+@given(pixels=arrays(np.uint8, (1, 37, 29, 3)),
+       size=st.tuples(st.integers(1, 60), st.integers(1, 60)))
+def test_resized_pixels_stay_within_the_input_range(pixels, size):
+    """A weighted mean of pixels never leaves their range: no 255.00002 that would
+    trip the [0, 255] warning on load_images' own output."""
+    x = pixels.astype(np.float32)
+    resized = resize(x, size)
+    assert resized.min() >= x.min() and resized.max() <= x.max()
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     shape=st.one_of(
