@@ -201,9 +201,15 @@ def own_model_identity(model):
     digest = hashlib.sha256(
         json.dumps(model.get_config(), sort_keys=True, default=str).encode()
     )
+    return hash_weights(digest, model).hexdigest(), model_to_bytes(model)
+
+
+def hash_weights(digest, model):
+    """``digest`` updated with the model's weight arrays (float32 little-endian, in
+    order): the one definition of a network's weights identity."""
     for array in model.get_weights():
         digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
-    return digest.hexdigest(), model_to_bytes(model)
+    return digest
 
 
 def own_model_copy(data, input_size=None):

@@ -194,16 +194,7 @@ def clear_cache():
 
 def fresh_copy(entry, input_size=None):
     """An independent copy of a cached base, same weights and layer names, to train."""
-    from ._architectures import build_architecture, canonical_names, own_model_copy
-
-    source = entry.source
-    size = tuple(input_size) if input_size is not None else source.input_size
-    if source.architecture is None:
-        model = own_model_copy(source.model_data, size)
-    else:
-        model = build_architecture(source.architecture, input_shape=(*(size or (None, None)), 3))
-    model.set_weights(entry.model.get_weights())
-    return canonical_names(model, rename_layers=source.architecture is not None)
+    return build_base(entry.source, input_size, weights=entry.model.get_weights())
 
 
 def cut_model(entry, layer):

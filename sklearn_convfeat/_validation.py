@@ -3,7 +3,12 @@
 import os
 from numbers import Integral
 
-from ._architectures import PREPROCESSING_MODES, native_size, resolve_preprocessing
+from ._architectures import (
+    PREPROCESSING_MODES,
+    native_size,
+    resolve_architecture,
+    resolve_preprocessing,
+)
 from ._backbone import backbone_source_parts, get_base
 from ._compat import HasMethods, Interval, StrOptions
 from ._keras_state import backbone_token
@@ -57,10 +62,9 @@ def resolve_base(estimator, seed):
     image_size = estimator.image_size
     if image_size is not None:
         image_size = _size_pair(image_size)
+    if image_size is None and isinstance(estimator.backbone, str):
+        image_size = native_size(resolve_architecture(estimator.backbone))
     architecture, own, fixed = backbone_source_parts(estimator.backbone, image_size)
-    if image_size is None and architecture is not None:
-        image_size = native_size(architecture)
-        architecture, own, fixed = backbone_source_parts(estimator.backbone, image_size)
     source = resolve_weights(estimator.weights, seed, architecture, own, input_size=fixed)
     entry = get_base(source)
     if image_size is None:

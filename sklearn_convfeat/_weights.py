@@ -10,7 +10,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._architectures import build_architecture, canonical_names, keras_weights_file
+from ._architectures import (
+    build_architecture,
+    canonical_names,
+    hash_weights,
+    keras_weights_file,
+)
 
 WEIGHTS_ENV_VAR = "SKLEARN_CONVFEAT_WEIGHTS"
 WEIGHTS_SUFFIXES = (".h5", ".hdf5", ".keras")
@@ -158,29 +163,34 @@ def check_weights(weights):
     return resolve_weights(weights, seed=0).path
 
 
-def build_base(source):
+def build_base(source, input_size=None, weights=None):
     """A fresh convolutional base (``include_top=False``) with the source's weights.
 
     Its input is ``(None, None, 3)``, one model for every image size, unless
-    ``source.input_size`` fixes it (networks such as NASNet that need a static
-    size). Automatically named layers are numbered as in a fresh process.
+    ``input_size`` (default: ``source.input_size``) fixes it (networks such as NASNet
+    that need a static size). ``weights`` (a list of arrays, e.g. a cached base's)
+    replaces the source's: an independent copy to train. Automatically named layers
+    are numbered as in a fresh process.
     """
+    size = source.input_size if input_size is None else tuple(input_size)
     if source.architecture is None:
         from ._architectures import own_model_copy
 
-        model = own_model_copy(source.model_data, source.input_size)
+        model = own_model_copy(source.model_data, size)
     else:
-        model = _build_application(source, source.input_size)
-    if source.kind == "random":
+        model = _build_application(source, size, imagenet=weights is None)
+    if weights is not None:
+        model.set_weights(weights)
+    elif source.kind == "random":
         model.set_weights(_glorot_uniform_weights(model, source.seed))
     elif source.kind == "file":
         _load_file(model, source)
     return canonical_names(model, rename_layers=source.architecture is not None)
 
 
-def _build_application(source, input_size):
+def _build_application(source, input_size, imagenet=True):
     shape = (*(input_size or (None, None)), 3)
-    if source.kind != "imagenet":
+    if source.kind != "imagenet" or not imagenet:
         return build_architecture(source.architecture, input_shape=shape)
     try:
         return build_architecture(source.architecture, "imagenet", input_shape=shape)
@@ -246,10 +256,7 @@ def _file_network(path):
 
 def content_sha256(model):
     """sha256 over the model's weight arrays (float32 little-endian, in order)."""
-    digest = hashlib.sha256()
-    for array in model.get_weights():
-        digest.update(np.ascontiguousarray(array, dtype="<f4").tobytes())
-    return digest.hexdigest()
+    return hash_weights(hashlib.sha256(), model).hexdigest()
 
 
 def _glorot_uniform_weights(model, seed):
