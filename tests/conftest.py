@@ -25,6 +25,37 @@ def _no_weights_override(monkeypatch):
 
 
 @pytest.fixture
+def empty_ram_cache():
+    """The in-memory feature cache empty before and after the test."""
+    from sklearn_convfeat import _cache
+
+    _cache.clear_ram_cache()
+    yield
+    _cache.clear_ram_cache()
+
+
+@pytest.fixture
+def segment_calls(monkeypatch):
+    """(start layer, stop layer, number of inputs) of every pass the cache makes."""
+    from sklearn_convfeat import _backbone
+
+    calls = []
+    real = _backbone.get_segment
+
+    def spy(source, start, stop, preprocessing, capture=()):
+        segment = real(source, start, stop, preprocessing, capture)
+
+        def run(inputs):
+            calls.append((start, stop, len(inputs)))
+            return segment(inputs)
+
+        return run
+
+    monkeypatch.setattr(_backbone, "get_segment", spy)
+    return calls
+
+
+@pytest.fixture
 def real_weights():
     """Path of the shared ImageNet VGG16 base; the test is skipped without it."""
     if not REAL_WEIGHTS.is_file():

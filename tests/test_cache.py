@@ -15,39 +15,13 @@ from sklearn.pipeline import Pipeline
 
 from sklearn_convfeat import (
     ConvFeatureExtractor,
-    _backbone,
     _cache,
     load_image_folder,
 )
 from sklearn_convfeat._images import UnreadableImageWarning
 
 SMALL = dict(weights=None, image_size=(32, 32), random_state=0, batch_size=4)
-
-
-@pytest.fixture(autouse=True)
-def _empty_ram_cache():
-    _cache.clear_ram_cache()
-    yield
-    _cache.clear_ram_cache()
-
-
-@pytest.fixture
-def segment_calls(monkeypatch):
-    """(start layer, stop layer, number of inputs) of every pass the cache makes."""
-    calls = []
-    real = _backbone.get_segment
-
-    def spy(source, start, stop, preprocessing, capture=()):
-        segment = real(source, start, stop, preprocessing, capture)
-
-        def run(inputs):
-            calls.append((start, stop, len(inputs)))
-            return segment(inputs)
-
-        return run
-
-    monkeypatch.setattr(_backbone, "get_segment", spy)
-    return calls
+pytestmark = pytest.mark.usefixtures("empty_ram_cache")
 
 
 def read_entry(path):

@@ -10,42 +10,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
-from sklearn_convfeat import ConvFeatureExtractor, _backbone, _cache, _images
+from sklearn_convfeat import ConvFeatureExtractor, _cache, _images
 from sklearn_convfeat._images import UnreadableImageWarning
 
 SMALL = dict(weights=None, image_size=(32, 32), random_state=0, batch_size=4)
-
-
-@pytest.fixture(autouse=True)
-def _empty_ram_cache():
-    _cache.clear_ram_cache()
-    yield
-    _cache.clear_ram_cache()
+pytestmark = pytest.mark.usefixtures("empty_ram_cache")
 
 
 @pytest.fixture
 def tiny():
     """Five 32×32 RGB images: at image_size 32 the resize is the identity."""
     return np.random.default_rng(3).integers(0, 256, size=(5, 32, 32, 3), dtype=np.uint8)
-
-
-@pytest.fixture
-def segment_calls(monkeypatch):
-    """(start layer, number of inputs) of every pass the cache makes."""
-    calls = []
-    real = _backbone.get_segment
-
-    def spy(source, start, stop, preprocessing, capture=()):
-        segment = real(source, start, stop, preprocessing, capture)
-
-        def run(inputs):
-            calls.append((start, len(inputs)))
-            return segment(inputs)
-
-        return run
-
-    monkeypatch.setattr(_backbone, "get_segment", spy)
-    return calls
 
 
 @pytest.fixture
@@ -132,8 +107,8 @@ def test_a_second_transform_hits_the_cache_and_equals_the_first(
     extractor = ConvFeatureExtractor(**SMALL, tta="flip", memory=tmp_path).fit(tiny)
     first = extractor.transform(tiny)
     # Image and mirror computed once each, never more than batch_size per pass.
-    assert sum(n for _, n in segment_calls) == 2 * len(tiny)
-    assert max(n for _, n in segment_calls) <= SMALL["batch_size"]
+    assert sum(n for *_, n in segment_calls) == 2 * len(tiny)
+    assert max(n for *_, n in segment_calls) <= SMALL["batch_size"]
     n_passes = len(segment_calls)
     _cache.clear_ram_cache()  # a new process: only the disk
     np.testing.assert_array_equal(extractor.transform(tiny), first)
@@ -146,10 +121,10 @@ def test_a_second_transform_hits_the_cache_and_equals_the_first(
 
 def test_with_and_without_tta_share_the_unflipped_entries(tmp_path, tiny, segment_calls):
     plain = ConvFeatureExtractor(**SMALL, memory=tmp_path).fit(tiny).transform(tiny)
-    assert sum(n for _, n in segment_calls) == len(tiny)
+    assert sum(n for *_, n in segment_calls) == len(tiny)
     flip = ConvFeatureExtractor(**SMALL, tta="flip", memory=tmp_path).fit(tiny)
     features = flip.transform(tiny)
-    assert sum(n for _, n in segment_calls) == 2 * len(tiny)  # only the mirrors ran
+    assert sum(n for *_, n in segment_calls) == 2 * len(tiny)  # only the mirrors ran
     np.testing.assert_allclose(
         features, mean_of_image_and_mirror(tiny), rtol=1e-5, atol=1e-6
     )
@@ -167,8 +142,8 @@ def test_a_deeper_cut_resumes_each_view_from_its_own_cached_map(
     segment_calls.clear()
     deeper = ConvFeatureExtractor(**SMALL, layer=5, tta="flip", memory=tmp_path).fit(tiny)
     features = deeper.transform(tiny)
-    assert {start for start, _ in segment_calls} == {"block3_pool"}
-    assert sum(n for _, n in segment_calls) == 2 * len(tiny)
+    assert {start for start, *_ in segment_calls} == {"block3_pool"}
+    assert sum(n for *_, n in segment_calls) == 2 * len(tiny)
     np.testing.assert_allclose(
         features, mean_of_image_and_mirror(tiny), rtol=1e-5, atol=1e-6
     )
