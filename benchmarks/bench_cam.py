@@ -14,16 +14,20 @@ Setup
     block5_pool features; the FineTuner with short phases (``--head-epochs``,
     ``--fine-tune-epochs``, the frozen-prefix cache on) or loaded from
     ``--finetuner``; ``--models DIR`` saves both (or loads them when saved). Every
-    method explains the predicted class on block5_conv3. Metrics on ``--images`` test
-    images (every k-th file, both classes), ``cam_metrics`` with ``--steps``
-    deletion/insertion steps and ROAD at ``--percentiles``; one random saliency map
-    per image (drawn with the first method's metrics) is the baseline of all
-    methods, averaged over the images each method ran on. The aug_smooth and
-    SmoothGrad variants run on ``--smoothed-images`` of them, Score-CAM and
-    Ablation-CAM on ``--expensive-images`` of those, trying ``--max-channels``
-    channels per image. An overlay grid (rows = images, columns = methods) per model
-    goes to ``docs/images/``. Then ``--memory-calls`` (50) ``cam`` calls on 4 images,
-    RSS read before and after.
+    method explains the predicted class on block5_conv3. The gradient methods
+    (Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM) run first, for both models,
+    on ``--images`` test images (every k-th file, both classes): deletion and
+    insertion AUC (``cam_metrics``, ``--steps`` steps) on all of them, ROAD (at
+    ``--percentiles``) and average drop / increase in confidence on
+    ``--road-images`` of them (ROAD's imputation and forward passes cost twice the
+    curves'). EigenCAM and the aug_smooth and SmoothGrad variants run on
+    ``--smoothed-images`` of the ROAD images, Score-CAM and Ablation-CAM on
+    ``--expensive-images`` of those, trying ``--max-channels`` channels per image.
+    One random saliency map per image (drawn with the first method's metrics) is
+    the baseline of all methods, averaged over the images each metric measured. An
+    overlay grid (rows = images, columns = methods) per model goes to
+    ``docs/images/``. Then ``--memory-calls`` (50) ``cam`` calls on 4 images, RSS
+    read before and after.
 
 Published reference
     Petsiuk et al. (RISE, BMVC 2018), ResNet50 on ImageNet: Grad-CAM deletion 0.123,
