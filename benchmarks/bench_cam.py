@@ -19,8 +19,8 @@ Setup
     on ``--images`` test images (every k-th file, both classes): deletion and
     insertion AUC (``cam_metrics``, ``--steps`` steps) on all of them, ROAD (at
     ``--percentiles``) and average drop / increase in confidence on
-    ``--road-images`` of them (ROAD's imputation and forward passes cost twice the
-    curves'). EigenCAM and the aug_smooth and SmoothGrad variants run on
+    ``--road-images`` of them (ROAD's imputation and forward passes cost about as
+    much as both curves together). EigenCAM and the aug_smooth and SmoothGrad variants run on
     ``--smoothed-images`` of the ROAD images, Score-CAM and Ablation-CAM on
     ``--expensive-images`` of those, trying ``--max-channels`` channels per image.
     One random saliency map per image (drawn with the first method's metrics) is
@@ -83,7 +83,8 @@ EXPENSIVE = ("scorecam", "ablationcam")
 # Every other method (EigenCAM; aug_smooth and SmoothGrad, 4 or 8 gradient passes
 # per image) runs on --smoothed-images.
 METRIC_COLUMNS = ("deletion", "insertion", "road", "confidence")
-# ROAD's imputation and forward passes cost twice the curves': on --road-images only.
+# ROAD's imputation and forward passes cost about as much as both curves together:
+# on --road-images only.
 ROAD_METRICS = ("road", "confidence", "increase")
 
 
@@ -196,6 +197,7 @@ def measure_method(model, images, rows, road_rows, keywords, random_scores, args
     """One method's row: ``cam`` on ``rows``, deletion and insertion there, ROAD and
     confidence on ``road_rows``; the random maps are measured too when
     ``random_scores`` is None (the row then carries them as ``random_baseline``)."""
+    measure_random = random_scores is None
     heatmaps, seconds = _common.timed(
         cam, model, images[rows], **keywords, max_channels=args.max_channels)
     scores, metric_seconds = Bunch(), 0.0
@@ -205,14 +207,13 @@ def measure_method(model, images, rows, road_rows, keywords, random_scores, args
         part, part_seconds = _common.timed(
             cam_metrics, model, images[measured], maps, metrics=metrics,
             steps=args.steps, percentiles=args.percentiles, random_state=0,
-            random_baseline=random_scores is None)
+            random_baseline=measure_random)
         scores.update({metric: part[metric] for metric in metrics})
         metric_seconds += part_seconds
-    measured_random = random_scores is None
-    if measured_random:
+    if measure_random:
         random_scores = random_by_image(scores, rows, road_rows, len(images))
     row = method_row(scores, random_scores, rows, road_rows, seconds, metric_seconds)
-    if measured_random:
+    if measure_random:
         row["random_baseline"] = {  # None: an image ROAD did not measure
             metric: [None if np.isnan(value) else value for value in values.round(4).tolist()]
             for metric, values in random_scores.items()}
