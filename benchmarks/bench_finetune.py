@@ -291,16 +291,50 @@ def verdicts(rows, size):
     out = []
     if tuned and size in TARGETS:
         out.append({"target": f"FineTuner test >= {TARGETS[size]} at {size} px",
-                    "measured": tuned["test_accuracy"],
+                    "image_size": size, "measured": tuned["test_accuracy"],
                     "met": tuned["test_accuracy"] >= TARGETS[size]})
     if tuned:
         out.append({"target": f"FineTuner fit <= 30 min at {size} px",
-                    "measured": tuned["fit_seconds"], "met": tuned["fit_seconds"] <= 1800})
+                    "image_size": size, "measured": tuned["fit_seconds"],
+                    "met": tuned["fit_seconds"] <= 1800})
     if tuned and probe:
         margin = tuned["test_accuracy"] - probe["test_accuracy"]
         out.append({"target": "FineTuner >= LogisticRegression + 0.01 (same run)",
-                    "measured": margin, "met": margin >= 0.01 - 1e-9})
+                    "image_size": size, "measured": margin, "met": margin >= 0.01 - 1e-9})
     return out
+
+
+def measured_on(previous):
+    """When a kept result was measured: the previous file's date and commit."""
+    return {"date": previous.get("date"), "commit": previous.get("commit")}
+
+
+def keep_section(results, previous, key):
+    """A section this run did not re-measure is kept, with when it was measured
+    (a section kept twice keeps its first date)."""
+    section = previous.get(key)
+    if isinstance(section, dict):
+        when = section.get("measured") or measured_on(previous)  # files before measured_on
+        rest = {k: v for k, v in section.items() if k != "measured"}
+        results[key] = {"measured_on": when, **rest}
+    elif section:
+        results[key] = [{"measured_on": measured_on(previous), **row} for row in section]
+
+
+def keep_rows(results, previous, sizes):
+    """Rows and verdicts of image sizes this run did not measure are kept, each with
+    its date and commit, so 150 and 224 px can be measured in separate runs."""
+    def size_of(verdict):  # files before "image_size" was recorded held one size
+        return verdict.get("image_size", previous["settings"]["image_sizes"][0])
+
+    kept_rows = [{"measured_on": measured_on(previous), **row}
+                 for row in previous.get("rows", []) if row["image_size"] not in sizes]
+    kept_verdicts = [{"measured_on": measured_on(previous), "image_size": size_of(verdict),
+                      **verdict}
+                     for verdict in previous.get("verdicts", [])
+                     if size_of(verdict) not in sizes]
+    results["rows"] = kept_rows + results["rows"]
+    results["verdicts"] = kept_verdicts + results["verdicts"]
 
 
 def main(argv=None):
@@ -331,6 +365,7 @@ def main(argv=None):
                "rows": [], "verdicts": []}
     columns = ["model", "image_size", "tta", "validation_accuracy", "test_accuracy",
                "fit_seconds", "predict_seconds_per_image"]
+    keep_rows(results, previous, args.image_sizes)
     with tempfile.TemporaryDirectory(prefix="bench_finetune_") as memory:
         for size in args.image_sizes:
             if size in logreg_sizes:
@@ -344,20 +379,22 @@ def main(argv=None):
         results["shift_fidelity"] = fidelity = shift_fidelity(args, weights, data, size)
         print(f"\nShifted cached map vs map of the shifted image (block4_pool, {size} px)")
         _common.print_table(fidelity["rows"], list(fidelity["rows"][0]))
+    else:
+        keep_section(results, previous, "shift_fidelity")
     if args.second_images:
         results["second_dataset"] = second = second_dataset_rows(args, weights)
         print("\nSecond data set: generated shapes (disk, square, triangle)")
         _common.print_table(second, list(second[0]))
+    else:
+        keep_section(results, previous, "second_dataset")
     if args.timing:
         results["timing"] = {
-            "measured": {"date": time.strftime("%Y-%m-%d"), "commit": _common.git_commit()},
+            "measured_on": {"date": time.strftime("%Y-%m-%d"),
+                            "commit": _common.git_commit()},
             **epoch_timing(args, weights),
         }
-    elif "timing" in previous:  # kept, with the date and commit it was measured at
-        results["timing"] = {
-            "measured": {"date": previous.get("date"), "commit": previous.get("commit")},
-            **previous["timing"],
-        }
+    else:
+        keep_section(results, previous, "timing")
     print("\nTargets")
     _common.print_table(results["verdicts"], ["target", "measured", "met"])
     return _common.save_results("bench_finetune", results, args.out)

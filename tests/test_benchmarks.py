@@ -66,6 +66,27 @@ def test_bench_finetune(bench, dataset, tmp_path):
         assert row["phase2_speedup"] > 0
         assert 1 < row["flop_bound"] < 20
 
+    # a run at another size keeps the rows, verdicts and sections it did not re-measure
+    bench("bench_finetune").main([
+        "--data", str(dataset), "--weights", "random", "--image-sizes", "40",
+        "--logreg-sizes", "--head-epochs", "1", "--fine-tune-epochs", "1",
+        "--fidelity-images", "0", "--second-images", "0", "--out", str(out),
+    ])
+    again = json.loads(out.read_text())
+    first_run = {"date": results["date"], "commit": results["commit"]}
+    kept = [row for row in again["rows"] if row["image_size"] == 32]
+    assert [row["test_accuracy"] for row in kept] == [
+        row["test_accuracy"] for row in results["rows"]]
+    assert all(row["measured_on"] == first_run for row in kept)
+    assert {(row["model"], row["image_size"]) for row in again["rows"]} == {
+        ("FineTuner", 32), ("LogisticRegression", 32), ("FineTuner", 40)}
+    assert {verdict["image_size"] for verdict in again["verdicts"]} == {32, 40}
+    for section in ("shift_fidelity", "timing"):
+        assert again[section]["measured_on"]["date"]
+        assert again[section]["rows"] == results[section]["rows"]
+    assert [row["test_accuracy"] for row in again["second_dataset"]] == [
+        row["test_accuracy"] for row in results["second_dataset"]]
+
 
 def test_bench_accuracy(bench, dataset, tmp_path):
     out = tmp_path / "accuracy.json"
