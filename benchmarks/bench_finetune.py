@@ -33,7 +33,10 @@ Setup
     other data.
     ``--timing`` adds the phase-2 epoch timing of cached vs end-to-end training (the
     earlier question of this script: >= 5x at 150 px); without it the previous
-    results file's timing section is kept, with its own date and commit.
+    results file's timing section is kept, with its own date and commit. So are the
+    rows and verdicts of image sizes not in ``--image-sizes``, and the shift fidelity
+    and second data set when ``--fidelity-images 0`` / ``--second-images 0`` skip them
+    (``measured_on`` says when each kept result was measured).
 
 Published reference
     Chollet, *Deep Learning with Python* §5.3.2: fine-tuning block5 with data
@@ -304,9 +307,11 @@ def verdicts(rows, size):
     return out
 
 
-def measured_on(previous):
-    """When a kept result was measured: the previous file's date and commit."""
-    return {"date": previous.get("date"), "commit": previous.get("commit")}
+def measured_on(previous=None):
+    """When a result was measured: this run, or the previous file's date and commit."""
+    if previous is None:
+        return {"date": time.strftime("%Y-%m-%d"), "commit": _common.git_commit()}
+    return {"date": str(previous.get("date"))[:10], "commit": previous.get("commit")}
 
 
 def keep_section(results, previous, key):
@@ -314,9 +319,9 @@ def keep_section(results, previous, key):
     (a section kept twice keeps its first date)."""
     section = previous.get(key)
     if isinstance(section, dict):
-        when = section.get("measured") or measured_on(previous)  # files before measured_on
-        rest = {k: v for k, v in section.items() if k != "measured"}
-        results[key] = {"measured_on": when, **rest}
+        when = section.get("measured_on") or section.get("measured") or measured_on(previous)
+        rest = {k: v for k, v in section.items() if k not in ("measured", "measured_on")}
+        results[key] = {"measured_on": {**when, "date": str(when["date"])[:10]}, **rest}
     elif section:
         results[key] = [{"measured_on": measured_on(previous), **row} for row in section]
 
@@ -376,7 +381,8 @@ def main(argv=None):
             _common.write_results("bench_finetune", results, out)  # partial results
     if args.fidelity_images:
         size = args.image_sizes[0]
-        results["shift_fidelity"] = fidelity = shift_fidelity(args, weights, data, size)
+        results["shift_fidelity"] = fidelity = {"measured_on": measured_on(),
+                                                **shift_fidelity(args, weights, data, size)}
         print(f"\nShifted cached map vs map of the shifted image (block4_pool, {size} px)")
         _common.print_table(fidelity["rows"], list(fidelity["rows"][0]))
     else:
@@ -389,8 +395,7 @@ def main(argv=None):
         keep_section(results, previous, "second_dataset")
     if args.timing:
         results["timing"] = {
-            "measured_on": {"date": time.strftime("%Y-%m-%d"),
-                            "commit": _common.git_commit()},
+            "measured_on": measured_on(),
             **epoch_timing(args, weights),
         }
     else:
