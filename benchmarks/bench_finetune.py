@@ -314,32 +314,29 @@ def measured_on(previous=None):
     return {"date": str(previous.get("date"))[:10], "commit": previous.get("commit")}
 
 
+def stamped(result, previous):
+    """A kept result with the date and commit it was measured at; one kept twice
+    keeps its own (first) stamp."""
+    return {"measured_on": measured_on(previous), **result}
+
+
 def keep_section(results, previous, key):
-    """A section this run did not re-measure is kept, with when it was measured
-    (a section kept twice keeps its first date)."""
+    """A section this run did not re-measure is kept, stamped."""
     section = previous.get(key)
     if isinstance(section, dict):
-        when = section.get("measured_on") or section.get("measured") or measured_on(previous)
-        rest = {k: v for k, v in section.items() if k not in ("measured", "measured_on")}
-        results[key] = {"measured_on": {**when, "date": str(when["date"])[:10]}, **rest}
+        results[key] = stamped(section, previous)
     elif section:
-        results[key] = [{"measured_on": measured_on(previous), **row} for row in section]
+        results[key] = [stamped(row, previous) for row in section]
 
 
 def keep_rows(results, previous, sizes):
-    """Rows and verdicts of image sizes this run did not measure are kept, each with
-    its date and commit, so 150 and 224 px can be measured in separate runs."""
-    def size_of(verdict):  # files before "image_size" was recorded held one size
-        return verdict.get("image_size", previous["settings"]["image_sizes"][0])
-
-    kept_rows = [{"measured_on": measured_on(previous), **row}
-                 for row in previous.get("rows", []) if row["image_size"] not in sizes]
-    kept_verdicts = [{"measured_on": measured_on(previous), "image_size": size_of(verdict),
-                      **verdict}
-                     for verdict in previous.get("verdicts", [])
-                     if size_of(verdict) not in sizes]
-    results["rows"] = kept_rows + results["rows"]
-    results["verdicts"] = kept_verdicts + results["verdicts"]
+    """Rows and verdicts of image sizes this run did not measure are kept, stamped,
+    so 150 and 224 px can be measured in separate runs."""
+    results["rows"] = [stamped(row, previous) for row in previous.get("rows", [])
+                       if row["image_size"] not in sizes] + results["rows"]
+    results["verdicts"] = [stamped(verdict, previous)
+                           for verdict in previous.get("verdicts", [])
+                           if verdict["image_size"] not in sizes] + results["verdicts"]
 
 
 def main(argv=None):
@@ -401,7 +398,7 @@ def main(argv=None):
     else:
         keep_section(results, previous, "timing")
     print("\nTargets")
-    _common.print_table(results["verdicts"], ["target", "measured", "met"])
+    _common.print_table(results["verdicts"], ["target", "image_size", "measured", "met"])
     return _common.save_results("bench_finetune", results, args.out)
 
 
