@@ -218,27 +218,30 @@ def own_model_copy(data, input_size=None):
     import keras
 
     from ._keras_state import model_from_bytes
+    from ._nested import flatten_model, has_nested_models
 
-    model = model_from_bytes(data, compile=False)
-    if isinstance(model, keras.Sequential):
-        # Fresh layers on a fresh input: a Sequential's layers carry nodes of more
-        # than one graph, which would hide its graph's edges.
-        inputs = keras.Input(model.inputs[0].shape[1:])
-        x = inputs
-        for layer in model.layers:
-            x = type(layer).from_config(layer.get_config())(x)
-        sequential, model = model, keras.Model(inputs, x, name=model.name)
-        model.set_weights(sequential.get_weights())
-    model = keras.Model(model.inputs[0], model.outputs[0], name=model.name)
+    model = model_from_bytes(data, compile=False, what="`backbone`")
+    if isinstance(model, keras.Sequential) or has_nested_models(model):
+        # Fresh layers on a fresh input, nested models laid out flat: a Sequential's
+        # layers carry nodes of more than one graph, and a nested model's own graph
+        # is out of reach of the outer input, either of which hides the edges.
+        model = flatten_model(model)
+    # Every output is kept: a multi-output backbone is cut by naming a `layer`.
+    model = keras.Model(model.inputs[0], _outputs(model), name=model.name)
     shape = (*(input_size or (None, None)), 3)
     if tuple(model.inputs[0].shape[1:]) != shape:
         try:
             resized = keras.models.clone_model(model, input_tensors=keras.Input(shape))
             resized.set_weights(model.get_weights())
-            model = keras.Model(resized.inputs[0], resized.outputs[0], name=model.name)
+            model = keras.Model(resized.inputs[0], _outputs(resized), name=model.name)
         except Exception:  # noqa: BLE001  e.g. a Flatten: it keeps its own size
             pass
     return model
+
+
+def _outputs(model):
+    """``model``'s output tensor, or the list of them when it has several."""
+    return model.outputs[0] if len(model.outputs) == 1 else list(model.outputs)
 
 
 def resolve_preprocessing(preprocessing, architecture):

@@ -65,6 +65,12 @@ class CachedBase:
         """The name of the operation ``layer`` (a name, or a stage number 1-5) means."""
         stages = self.graph.stage_ends
         if is_layer_number(layer):
+            self.check_single_output(
+                ", or `layer` must name the layer to cut it at",
+                f"Got layer={layer!r} instead: pass "
+                f"{' or '.join(f'layer={name!r}' for name in self.graph.output_names)} "
+                "(or any other layer name) to choose where to cut.",
+            )
             if int(layer) == N_STAGES:  # the end of the base, however deep it goes
                 return self.graph.names[-1]
             if int(layer) in stages:
@@ -81,6 +87,16 @@ class CachedBase:
             f"`layer` must be a stage number ({self._stage_list()}) or the name of a "
             f"layer of {self.network}. Got {layer!r} instead."
         )
+
+    def check_single_output(self, rule, fix):
+        """Refuse a multi-output backbone where one of its outputs would be picked
+        silently: "`backbone` must have a single output{rule}: … {fix}"."""
+        outputs = self.graph.output_names
+        if len(outputs) > 1:
+            raise ValueError(
+                f"`backbone` must have a single output{rule}: {self.network} has "
+                f"{len(outputs)} outputs ({', '.join(map(repr, outputs))}). {fix}"
+            )
 
     def _stage_list(self):
         return ", ".join(f"{n}={name!r}" for n, name in self.graph.stage_ends.items())
@@ -260,15 +276,26 @@ def count_flops(layer=5, image_size=(150, 150), *, backbone="vgg16"):
 
 
 def get_forward(source, layer, preprocessing, pooling):
-    """A compiled function: float32 RGB images (N, H, W, 3) in [0, 255] → features.
+    """A function: float32 RGB images (N, H, W, 3) in [0, 255] → features.
 
     The result is a numpy float32 array, (N, h·w·c) for ``"flatten"`` and (N, c) for
-    ``"avg"``/``"max"``. One ``tf.function`` per (weights, layer, preprocessing,
-    pooling), traced once for any image size and batch size.
+    ``"avg"``/``"max"``: the maps of :func:`get_maps` pooled by :func:`pool_array`.
     """
     entry = get_base(source)
-    key = (entry.resolve_layer(layer), preprocessing, pooling)
-    return entry.compiled_function(key, lambda: _compile_forward(entry, *key))
+    key = ("forward", entry.resolve_layer(layer), preprocessing, pooling)
+    maps = get_maps(source, layer, preprocessing)
+    return entry.compiled_function(key, lambda: lambda images: pool_array(maps(images), pooling))
+
+
+def get_maps(source, layer, preprocessing):
+    """A compiled function: float32 RGB images (N, H, W, 3) in [0, 255] → float32 maps.
+
+    The maps (N, h, w, c) as a numpy array. One ``tf.function`` per (weights, layer,
+    preprocessing), traced once for any image size and batch size.
+    """
+    entry = get_base(source)
+    key = ("maps", entry.resolve_layer(layer), preprocessing)
+    return entry.compiled_function(key, lambda: _compile_maps(entry, *key[1:]))
 
 
 def get_segment(source, start, stop, preprocessing, capture=()):
@@ -318,7 +345,11 @@ def _compile_segment(entry, start, wanted, preprocessing):
 
 
 def pool(maps, pooling):
-    """Feature maps (N, h, w, c) → features, as ``ConvFeatureExtractor`` pools them."""
+    """:func:`pool_array` in TensorFlow, for differentiable paths (CAM gradients) only.
+
+    Its mean may differ from :func:`pool_array` in the last bits: features never go
+    through it.
+    """
     import tensorflow as tf
 
     if pooling == "avg":
@@ -329,27 +360,37 @@ def pool(maps, pooling):
 
 
 def pool_array(maps, pooling):
-    """:func:`pool` for numpy feature maps (N, h, w, c), as float32 rows."""
+    """Feature maps (N, h, w, c) → float32 feature rows, as every runner pools them.
+
+    The one pooling of features (TensorFlow, exported runtimes, the feature cache), so
+    that they agree bit for bit. The mean sums each image on its own, from a fresh
+    C-ordered copy: a row does not depend on the batch it came in.
+    """
     import numpy as np
 
     maps = np.asarray(maps, dtype=np.float32)
     if pooling == "avg":
-        return maps.mean(axis=(1, 2), dtype=np.float32)
+        n_images, height, width, channels = maps.shape
+        rows = np.empty((n_images, channels), dtype=np.float32)
+        for i, image in enumerate(maps):
+            spatial = np.array(image, dtype=np.float32, order="C").reshape(-1, channels)
+            rows[i] = np.add.reduce(spatial, axis=0) / np.float32(height * width)
+        return rows
     if pooling == "max":
         return maps.max(axis=(1, 2))
     return maps.reshape(len(maps), -1)
 
 
-def _compile_forward(entry, layer, preprocessing, pooling):
+def _compile_maps(entry, layer, preprocessing):
     import tensorflow as tf
 
     cut = with_fast_ops(cut_model(entry, layer))
 
-    def features(images):
-        return pool(cut(preprocess(images, preprocessing), training=False), pooling)
+    def maps(images):
+        return cut(preprocess(images, preprocessing), training=False)
 
     compiled = tf.function(
-        features,
+        maps,
         input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
         reduce_retracing=True,
     )
@@ -382,12 +423,7 @@ class TensorFlowRunner(MapsRunner):
         self.model = self.entry.model
 
     def maps(self, images):
-        flat = get_forward(self.source, self.layer, self.preprocessing, "flatten")(images)
-        return flat.reshape(len(flat), *self.entry.map_shape(self.layer, images.shape[1:3]))
-
-    def features(self, images, pooling):
-        # Pooled inside the compiled function: the features transform has always given.
-        return get_forward(self.source, self.layer, self.preprocessing, pooling)(images)
+        return get_maps(self.source, self.layer, self.preprocessing)(images)
 
     def segment(self, start, capture=()):
         """:func:`get_segment` from after ``start`` to this runner's layer."""

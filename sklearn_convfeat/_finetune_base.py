@@ -51,6 +51,11 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
         source, base_entry, self.image_size_, self.preprocessing_ = resolve_base(
             self, weights_seed
         )
+        base_entry.check_single_output(
+            f" for {type(self).__name__}, which trains a head on the whole base",
+            "Pass keras.Model(backbone.input, backbone.get_layer(name).output) "
+            "instead, with the name of the output to fine-tune up to.",
+        )
         check_image_size(base_entry, self.image_size_, base_entry.graph.names[-1])
         cut = cache_cut(base_entry, self.unfreeze)  # checks unfreeze against the stages
         self.weights_sha256_ = base_entry.sha256

@@ -54,7 +54,9 @@ def model_to_bytes(model):
             return file.read()
 
 
-def model_from_bytes(data, *, compile=True, custom_objects=None, safe_mode=True):
+def model_from_bytes(
+    data, *, compile=True, custom_objects=None, safe_mode=True, what="The Keras model"
+):
     """Rebuild a Keras model from the bytes of a ``.keras`` archive.
 
     Parameters
@@ -72,6 +74,9 @@ def model_from_bytes(data, *, compile=True, custom_objects=None, safe_mode=True)
     safe_mode : bool, default=True
         Refuse to deserialize ``Lambda`` layers holding arbitrary code, as
         ``keras.saving.load_model`` does. Only set to False for trusted data.
+        ``keras.config.enable_unsafe_deserialization()`` overrides it, as in Keras.
+    what : str, default="The Keras model"
+        What the model is, for the error a ``Lambda`` layer raises.
 
     Returns
     -------
@@ -88,9 +93,63 @@ def model_from_bytes(data, *, compile=True, custom_objects=None, safe_mode=True)
         path = os.path.join(folder, _FILENAME)
         with open(path, "wb") as file:
             file.write(data)
-        return keras.saving.load_model(
-            path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
-        )
+        try:
+            return keras.saving.load_model(
+                path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
+            )
+        except ValueError as exc:
+            lambdas = _python_lambda_layers(data)
+            if not lambdas or "lambda" not in str(exc):
+                raise
+            raise ValueError(_unsafe_lambda_message(what, lambdas)) from exc
+
+
+def _unsafe_lambda_message(what, layers):
+    """Why a network with Python-lambda ``Lambda`` layers is refused, and the fixes."""
+    names = ", ".join(map(repr, layers))
+    which = f"layer {names} wraps" if len(layers) == 1 else f"layers {names} wrap"
+    return (
+        f"{what} cannot be rebuilt: its `Lambda` {which} a Python lambda, which is "
+        "code, and sklearn_convfeat rebuilds Keras networks from their .keras form in "
+        "Keras' safe mode so that loading a saved or pickled estimator never runs "
+        "code. Use a custom layer instead (a keras.layers.Layer subclass decorated "
+        "with @keras.saving.register_keras_serializable()), or, for a model you trust, "
+        "call keras.config.enable_unsafe_deserialization() before fitting or loading."
+    )
+
+
+def _python_lambda_layers(data):
+    """Names of the ``Lambda`` layers of a ``.keras`` archive holding a Python lambda
+    (what Keras' safe mode refuses), nested models included."""
+    import io
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return []
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            inner = node.get("config")
+            function = inner.get("function") if isinstance(inner, dict) else None
+            if (
+                node.get("class_name") == "Lambda"
+                and isinstance(function, dict)
+                and function.get("class_name") == "__lambda__"
+            ):
+                found.append(inner.get("name"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
 
 
 class KerasModelState:
@@ -116,7 +175,9 @@ class KerasModelState:
         super().__setstate__(state)
         if data is not None:
             self._register_keras_objects()
-            self.model_ = model_from_bytes(data)
+            self.model_ = model_from_bytes(
+                data, what=f"The network of this saved {type(self).__name__}"
+            )
 
     def _register_keras_objects(self):
         """Register the custom Keras classes ``model_`` uses; none by default."""
@@ -159,7 +220,10 @@ class BackboneParameterState:
         state = dict(state)
         saved = state.get("backbone")
         if isinstance(saved, SavedKerasModel):
-            model = model_from_bytes(saved.data, compile=False)
+            model = model_from_bytes(
+                saved.data, compile=False,
+                what=f"The `backbone` of this saved {type(self).__name__}",
+            )
             state["backbone"] = model
             if saved.fitted and "_fitted_settings" in state:
                 state["_fitted_settings"] = {

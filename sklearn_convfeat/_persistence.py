@@ -89,6 +89,12 @@ def save(model, path):
     """
     import skops.io
 
+    if os.path.isdir(path):  # checked first: replacing a folder fails only at the end
+        raise IsADirectoryError(
+            f"`path` must name a file to write; got {os.fspath(path)!r}, which is an "
+            "existing folder. Give a file name, e.g. "
+            f"{os.path.join(os.fspath(path), 'model.skops')!r}."
+        )
     data = skops.io.dumps(model)
     write_atomic(os.path.abspath(os.fspath(path)), lambda file: file.write(data))
     needed = _untrusted(skops.io.get_untrusted_types(data=data), ())

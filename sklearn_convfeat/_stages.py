@@ -78,6 +78,12 @@ class BaseGraph:
         self.operations = top_operations(model)
         self.names = [operation.name for operation in self.operations]
         self.position = {name: index for index, name in enumerate(self.names)}
+        producer = {
+            id(tensor): operation.name
+            for operation in self.operations for tensor in _flat(operation.output)
+        }
+        # The operations whose outputs are the model's (several for a multi-output one).
+        self.output_names = [producer[id(t)] for t in model.outputs if id(t) in producer]
         self.cut_points = self._find_cut_points()
         shapes = spatial_shapes(model, self.operations, probe_size)
         self.reduction = {

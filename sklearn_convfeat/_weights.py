@@ -4,8 +4,11 @@ The result of resolution is a :class:`WeightsSource`, a small hashable record th
 enough to rebuild the identical base later (after unpickling, in another process).
 """
 
+import contextlib
 import hashlib
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,6 +17,7 @@ from ._architectures import (
     build_architecture,
     canonical_names,
     hash_weights,
+    identify_by_parameters,
     keras_weights_file,
 )
 
@@ -208,50 +212,162 @@ def _build_application(source, input_size, imagenet=True):
 
 
 def _load_file(model, source):
+    try:
+        with _keras_notices_held():
+            _read_weights_file(model, source.path)
+    except Exception as exc:
+        raise ValueError(_mismatch_message(model, source)) from exc
+
+
+def _read_weights_file(model, path):
     import keras
 
+    if path.endswith(".keras"):
+        model.set_weights(keras.saving.load_model(path, compile=False).get_weights())
+        return
+    # Keras picks the format by the suffix (*.weights.h5: Keras 3's, any other .h5:
+    # Keras 2's); a file renamed across the two is read by its content instead.
+    layout = _h5_layout(path)
+    if layout is None or layout == ("keras3" if path.endswith(".weights.h5") else "legacy"):
+        model.load_weights(path)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sklearn_convfeat_") as folder:
+        alias = os.path.join(folder, "base.weights.h5" if layout == "keras3" else "base.h5")
+        try:
+            os.symlink(path, alias)
+        except OSError:  # no symlinks (Windows without the privilege): a copy
+            import shutil
+
+            shutil.copyfile(path, alias)
+        model.load_weights(alias)
+
+
+@contextlib.contextmanager
+def _keras_notices_held():
+    """Hold back Keras' warnings and absl log records while a file loads: shown after
+    a successful load, dropped after a failed one (one per layer, said by our error)."""
+    logger = logging.getLogger("absl")
+    records = []
+    holder = logging.Handler()
+    holder.emit = records.append
+    handlers, propagate = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [holder], False
     try:
-        if source.path.endswith(".keras"):
-            model.set_weights(keras.saving.load_model(source.path, compile=False).get_weights())
-        else:
-            model.load_weights(source.path)
-    except Exception as exc:
-        ours = sum(int(np.prod(w.shape)) for w in model.weights)
-        theirs = _file_network(source.path)
-        raise ValueError(
-            f"`weights` file {source.path!r} does not hold the weights of the "
-            f"{source.network} convolutional base ({len(model.weights)} arrays, {ours:,} "
-            f"parameters, include_top=False){theirs}: {exc}. Pass a file saved from "
-            f"that base (Model.save_weights), or choose the backbone the file was "
-            "saved from."
-        ) from exc
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    finally:
+        logger.handlers, logger.propagate = handlers, propagate
+    for notice in caught:
+        warnings.warn_explicit(
+            notice.message, notice.category, notice.filename, notice.lineno,
+            source=notice.source,
+        )
+    for record in records:
+        logger.handle(record)
 
 
-def _file_network(path):
-    """", which look like the weights of <network>", as far as the file tells."""
-    from ._architectures import ARCHITECTURES, identify_by_parameters
+def _mismatch_message(model, source):
+    """One sentence: which network, what the file holds instead, and the fix."""
+    ours = sum(int(np.prod(w.shape)) for w in model.weights)
+    if source.architecture is not None:
+        target = f"the {source.architecture} convolutional base (include_top=False)"
+    else:
+        target = f"the `backbone` model {model.name!r}"
+    origin = f"`weights` file {source.path!r}"
+    from_environment = source.architecture is not None and _names_file(
+        source.architecture, source.path
+    )
+    if from_environment:
+        origin = (
+            f"The weights file {source.path!r} that {WEIGHTS_ENV_VAR} names for "
+            "weights='imagenet'"
+        )
+    arrays, parameters = _file_contents(source.path)
+    if arrays is None:
+        holds = "no weights Keras can read (it is not an HDF5 file or .keras archive)"
+        guess = None
+    else:
+        guess = identify_by_parameters(parameters)
+        holds = f"{arrays} arrays, {parameters:,} parameters" + (
+            f": those of the {guess} base" if guess else ""
+        )
+        if parameters == ours:  # same size, other layout (layer order, a nested model)
+            holds += ", as many, but Keras could not match them to the base's layers"
+    if from_environment:
+        fix = (
+            f"Put the {source.architecture} notop weights there (what keras.applications."
+            f"{source.architecture}(weights='imagenet', include_top=False) downloads), "
+            f"or remove the file to let Keras download them."
+        )
+    elif guess is not None and guess != source.architecture:
+        fix = (
+            f"Pass backbone={guess!r} to use this file, or a file saved from that "
+            "network with Model.save_weights()."
+        )
+    else:
+        fix = (
+            "Pass a file saved from that network with Model.save_weights(), or the "
+            "backbone the file was saved from."
+        )
+    return (
+        f"{origin} does not fit {target}, which has {len(model.weights)} arrays, "
+        f"{ours:,} parameters; the file holds {holds}. {fix}"
+    )
 
-    name = os.path.basename(path)
-    for architecture in ARCHITECTURES:
-        if name == keras_weights_file(architecture):
-            return f"; the file is Keras' {architecture} weights"
+
+def _names_file(architecture, path):
+    """Whether ``SKLEARN_CONVFEAT_WEIGHTS`` gives ``path`` for ``architecture``."""
+    try:
+        return local_imagenet_file(architecture) == path
+    except WeightsUnavailableError:
+        return False
+
+
+def _h5_layout(path):
+    """``"keras3"`` (Model.save_weights to *.weights.h5), ``"legacy"`` (Keras 2's
+    .h5) or None (not HDF5, or neither)."""
     try:
         import h5py
 
-        sizes = []
         with h5py.File(path, "r") as file:
-            file.visititems(
-                lambda _, item: sizes.append(item.size)
-                if isinstance(item, h5py.Dataset) else None
-            )
-    except Exception:  # noqa: BLE001  not an HDF5 file: nothing more to say
-        return ""
-    total = int(sum(sizes))
-    guess = identify_by_parameters(total)
-    return (
-        f"; the file holds {len(sizes)} arrays, {total:,} parameters"
-        + (f", like the {guess} base" if guess else "")
-    )
+            if "layer_names" in file.attrs or "model_weights" in file:
+                return "legacy"
+            if "layers" in file or "vars" in file:
+                return "keras3"
+    except Exception:  # noqa: BLE001  not HDF5: Keras says so itself
+        pass
+    return None
+
+
+def _file_contents(path):
+    """(arrays, parameters) of the network weights in a file, as far as its content
+    tells (an optimizer's state aside); (None, None) when it is not HDF5."""
+    import h5py
+
+    sizes = []
+
+    def visit(name, item):
+        if isinstance(item, h5py.Dataset) and not name.startswith("optimizer"):
+            sizes.append(item.size)
+
+    try:
+        if path.endswith(".keras"):
+            import io
+            import zipfile
+
+            with zipfile.ZipFile(path) as archive:
+                data = io.BytesIO(archive.read("model.weights.h5"))
+            file = h5py.File(data, "r")
+        else:
+            file = h5py.File(path, "r")
+        with file:
+            root = file["model_weights"] if "model_weights" in file else file
+            root.visititems(visit)
+    except Exception:  # noqa: BLE001  not a weights file at all
+        return None, None
+    return len(sizes), int(sum(sizes))
 
 
 def content_sha256(model):

@@ -63,7 +63,21 @@ def fetch_cats_and_dogs(*, data_home=None, download_if_missing=True):
     The check: the archive's size must be the published 68,606,236 bytes, every
     member must pass its zip CRC check, and it must hold exactly 1000/1000 training
     and 500/500 validation images of cats/dogs. No checksum of this archive is
-    published; set ``sklearn_convfeat.datasets.CATS_AND_DOGS_SHA256`` to check one.
+    published; set ``sklearn_convfeat.datasets.CATS_AND_DOGS_SHA256`` to check one. An
+    archive with a member outside its folder (an absolute path or a ``..`` component)
+    is refused whole.
+
+    What is already there is checked before anything is downloaded, and what is
+    returned always holds images:
+
+    - ``<data_home>/cats_and_dogs_filtered`` is where downloads go, and it must hold
+      the complete data (the exact counts above). A folder there that does not (an
+      interrupted manual unzip, files deleted since) is never overwritten nor
+      deleted: this function only ever creates that folder complete, in one rename,
+      so a partial one is not its own. The error names the folder and what is
+      missing; delete or move it and call again.
+    - ``data_home`` itself may be a copy you made (any subset of the photos), taken
+      as it is; each of its four class folders must hold at least one JPEG.
 
     Parameters
     ----------
@@ -97,7 +111,9 @@ def fetch_cats_and_dogs(*, data_home=None, download_if_missing=True):
     OSError
         The data is missing and cannot be downloaded (no internet, or
         ``download_if_missing=False``), or the download was interrupted or is
-        corrupt. The message names the two ways to provide the data.
+        corrupt. The message names the two ways to provide the data. Also
+        (``NotADirectoryError``) when ``data_home`` is a file, and when the copy found
+        is incomplete (see above).
 
     Examples
     --------
@@ -110,7 +126,7 @@ def fetch_cats_and_dogs(*, data_home=None, download_if_missing=True):
     >>> home = pathlib.Path(tempfile.mkdtemp())
     >>> for name in ["train/cats/cat.0.jpg", "train/dogs/dog.0.jpg",
     ...              "validation/cats/cat.1.jpg", "validation/dogs/dog.1.jpg"]:
-    ...     path = home / "cats_and_dogs_filtered" / name
+    ...     path = home / name
     ...     path.parent.mkdir(parents=True, exist_ok=True)
     ...     Image.new("RGB", (8, 8)).save(path)
     >>> data = fetch_cats_and_dogs(data_home=home, download_if_missing=False)
@@ -119,9 +135,19 @@ def fetch_cats_and_dogs(*, data_home=None, download_if_missing=True):
     (['cats', 'dogs'], 2)
     """
     home = _data_home(data_home)
-    for folder in (home, os.path.join(home, CATS_AND_DOGS_FOLDER)):
-        if _is_unpacked(folder):
-            return _bunch(folder)
+    if os.path.exists(home) and not os.path.isdir(home):
+        raise NotADirectoryError(
+            f"`data_home` must be a folder (or None). Got {home!r}, which is a file. "
+            "Point data_home (or SKLEARN_CONVFEAT_DATA) at a folder, or move the file "
+            "away."
+        )
+    target = os.path.join(home, CATS_AND_DOGS_FOLDER)
+    if _has_class_folders(home) and not os.path.lexists(target):
+        _check_copy(home, exact=False)  # the user's own copy, as they made it
+        return _bunch(home)
+    if os.path.lexists(target):
+        _check_copy(target, exact=True)
+        return _bunch(target)
     if not download_if_missing:
         raise OSError(
             f"The cats-vs-dogs data is not in {home!r} (no {CATS_AND_DOGS_FOLDER}/"
@@ -129,7 +155,6 @@ def fetch_cats_and_dogs(*, data_home=None, download_if_missing=True):
             + _HOW_TO_PROVIDE
         )
     os.makedirs(home, exist_ok=True)
-    target = os.path.join(home, CATS_AND_DOGS_FOLDER)
     archive = _download(home)
     try:
         _unpack(archive, home, target)
@@ -156,10 +181,56 @@ def _data_home(data_home):
     return os.path.abspath(os.path.expanduser(os.fspath(data_home)))
 
 
-def _is_unpacked(folder):
+def _has_class_folders(folder):
     return all(
         os.path.isdir(os.path.join(folder, split, label))
         for split, label in CATS_AND_DOGS_COUNTS
+    )
+
+
+def _is_image(name):
+    return name.lower().endswith((".jpg", ".jpeg"))
+
+
+def _copy_problems(folder, *, exact):
+    """What is wrong with the unpacked copy ``folder`` (a list of phrases; empty: fine).
+
+    ``exact``: each class folder must hold exactly ``CATS_AND_DOGS_COUNTS`` JPEGs, else
+    at least one.
+    """
+    if not os.path.isdir(folder):
+        return ["it is not a folder"]
+    problems = []
+    for (split, label), expected in CATS_AND_DOGS_COUNTS.items():
+        classes = os.path.join(folder, split, label)
+        if not os.path.isdir(classes):
+            problems.append(f"{split}/{label} is missing")
+            continue
+        found = sum(
+            _is_image(entry.name) and entry.is_file() for entry in os.scandir(classes)
+        )
+        if (found != expected) if exact else (found == 0):
+            problems.append(f"{split}/{label} holds {found} of {expected} images")
+    return problems
+
+
+def _check_copy(folder, *, exact):
+    problems = _copy_problems(folder, exact=exact)
+    if not problems:
+        return
+    if exact:
+        raise OSError(
+            f"The cats-vs-dogs folder {folder!r} is incomplete: {'; '.join(problems)}. "
+            "fetch_cats_and_dogs only ever creates it complete, so it was left as it "
+            "is (not overwritten, nothing downloaded). Delete or move that folder and "
+            "call again to download a fresh copy, or complete it from "
+            f"{CATS_AND_DOGS_URL}."
+        )
+    raise OSError(
+        f"The cats-vs-dogs copy in data_home={folder!r} has no images where they are "
+        f"expected: {'; '.join(problems)}. Put the JPEGs in <data_home>/train/cats, "
+        "train/dogs, validation/cats and validation/dogs, or point data_home at "
+        "another folder."
     )
 
 
@@ -221,7 +292,7 @@ def _unpack(archive, home, target):
                 members = zipped.infolist()
                 if broken is None:
                     _check_members(members)
-                    zipped.extractall(staging)  # drops absolute paths and '..'
+                    zipped.extractall(staging)
         except zipfile.BadZipFile as exc:
             raise OSError(
                 f"The download of {CATS_AND_DOGS_URL} is not a valid zip archive "
@@ -233,11 +304,18 @@ def _unpack(archive, home, target):
                 "its CRC check. Nothing was kept; try again."
             )
         unpacked = os.path.join(staging, CATS_AND_DOGS_FOLDER)
+        problems = _copy_problems(unpacked, exact=True)  # e.g. duplicate member names
+        if problems:
+            raise OSError(
+                f"The download of {CATS_AND_DOGS_URL} does not unpack to the expected "
+                f"images: {'; '.join(problems)}. Nothing was kept."
+            )
         try:
-            os.replace(unpacked, target)
+            os.rename(unpacked, target)  # fails if the target holds anything
         except OSError:
-            if not _is_unpacked(target):  # else another process got there first
-                raise
+            # Another process got there first (its copy is checked), or a folder that
+            # appeared meanwhile (refused, named, kept).
+            _check_copy(target, exact=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -248,13 +326,23 @@ def _check_members(members):
             f"The download of {CATS_AND_DOGS_URL} would unpack to more than "
             f"{_MAX_UNPACKED_BYTES} bytes: it is not the expected archive."
         )
+    for member in members:
+        # zipfile would quietly rewrite these names inside the folder, past the counts.
+        parts = member.filename.replace("\\", "/").split("/")
+        if member.filename.startswith(("/", "\\")) or ":" in parts[0] or ".." in parts:
+            raise OSError(
+                f"The download of {CATS_AND_DOGS_URL} holds the member "
+                f"{member.filename!r}, which points outside its folder (an absolute "
+                "path or a '..' component): it is not the expected archive and was "
+                "refused whole. Nothing was kept."
+            )
     counts = dict.fromkeys(CATS_AND_DOGS_COUNTS, 0)
     for member in members:
         parts = member.filename.split("/")
         key = tuple(parts[1:3])
         if (
             len(parts) == 4 and parts[0] == CATS_AND_DOGS_FOLDER and key in counts
-            and parts[3].lower().endswith((".jpg", ".jpeg"))
+            and _is_image(parts[3])
         ):
             counts[key] += 1
     if counts != CATS_AND_DOGS_COUNTS:

@@ -67,11 +67,16 @@ def extractor(name, **params):
 DEFAULT = {"VGG16", "ResNet50", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"}
 
 
-def marked(names):
-    return [
-        name if name in DEFAULT else pytest.param(name, marks=pytest.mark.large_backbone)
-        for name in sorted(names)
-    ]
+def marked(names, fast=DEFAULT):
+    """``names`` as parameters: outside DEFAULT with -m large_backbone, outside
+    ``fast`` in the slow tier."""
+    params = []
+    for name in sorted(names):
+        marks = [] if name in DEFAULT else [pytest.mark.large_backbone]
+        if name in DEFAULT and name not in fast:
+            marks.append(pytest.mark.slow)
+        params.append(pytest.param(name, marks=marks, id=name))
+    return params
 
 
 def every_backbone():
@@ -141,7 +146,10 @@ def test_each_family_caches_pickles_and_clones(name, tmp_path):
     assert clone(plain).get_params() == plain.get_params()
 
 
-@pytest.mark.parametrize("name", marked(REPRESENTATIVES.values()))
+# Fine-tuning costs about 20 s a family: VGG16 and MobileNetV3Small run by default.
+@pytest.mark.parametrize(
+    "name", marked(REPRESENTATIVES.values(), fast={"VGG16", "MobileNetV3Small"})
+)
 def test_each_family_explains_a_pipeline_and_fine_tunes(name):
     X = images_for(name)
     y = np.array([0, 1] * 3)
@@ -161,6 +169,7 @@ def test_each_family_explains_a_pipeline_and_fine_tunes(name):
     assert cam(tuner, X[:1]).shape == (1, *X.shape[1:3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize(
     "name",
@@ -283,7 +292,7 @@ def test_a_weights_file_of_another_network_names_both(tmp_path):
     path = tmp_path / "vgg.weights.h5"
     get_base(WeightsSource("random", seed=1)).model.save_weights(path)
     X = images_for("ResNet50", 1)
-    with pytest.raises(ValueError, match=r"not hold the weights of the ResNet50 .*like the VGG16 base"):
+    with pytest.raises(ValueError, match=r"does not fit the ResNet50 .*those of the VGG16 base"):
         ConvFeatureExtractor(backbone="resnet50", weights=str(path)).fit(X)
 
 

@@ -18,6 +18,7 @@ from sklearn_convfeat import (
     _cache,
     load_image_folder,
 )
+from sklearn_convfeat._backbone import pool_array
 from sklearn_convfeat._images import UnreadableImageWarning
 
 SMALL = dict(weights=None, image_size=(32, 32), random_state=0, batch_size=4)
@@ -205,6 +206,7 @@ def _transform_in_a_worker(memory, images):
     return extractor.transform(images)
 
 
+@pytest.mark.slow
 def test_concurrent_worker_processes_share_the_cache_safely(tmp_path, images):
     many = np.concatenate([images] * 3)
     results = joblib.Parallel(n_jobs=2, backend="loky")(
@@ -392,3 +394,37 @@ def test_a_file_where_the_cache_folder_should_be(tmp_path, images):
         extractor = ConvFeatureExtractor(**SMALL, memory=tmp_path).fit(images)
         features = extractor.transform(images)
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [1, 3])
+@pytest.mark.parametrize("tta", [None, "flip"])
+def test_average_pooled_features_with_memory_equal_the_plain_ones_bit_for_bit(
+    tmp_path, images, layer, tta
+):
+    # Issue 26: the cache pooled in numpy, the plain path in TensorFlow (~5e-7 apart).
+    params = dict(SMALL, layer=layer, pooling="avg", tta=tta)
+    plain = ConvFeatureExtractor(**params).fit_transform(images)
+    cached = ConvFeatureExtractor(**params, memory=tmp_path).fit(images)
+    assert np.array_equal(cached.transform(images), plain)
+    assert np.array_equal(cached.transform(images), plain)  # and from the cache
+
+
+@pytest.mark.real_weights
+def test_average_pooled_real_features_with_memory_are_exactly_the_plain_ones(
+    tmp_path, real_weights
+):
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 150, 150, 3), dtype=np.uint8)
+    params = dict(weights=real_weights, image_size=150, layer=4, pooling="avg")
+    plain = ConvFeatureExtractor(**params).fit_transform(images)
+    cached = ConvFeatureExtractor(**params, memory=tmp_path).fit_transform(images)
+    assert np.array_equal(cached, plain)
+
+
+def test_average_pooling_of_a_row_does_not_depend_on_its_batch():
+    maps = np.random.default_rng(0).normal(size=(5, 9, 7, 3)).astype(np.float32) * 100
+    for pooling in ("avg", "max", "flatten"):
+        whole = pool_array(maps, pooling)
+        alone = np.concatenate([pool_array(maps[i : i + 1], pooling) for i in range(5)])
+        assert np.array_equal(whole, alone)
+        assert whole.dtype == np.float32
+    np.testing.assert_allclose(pool_array(maps, "avg"), maps.mean(axis=(1, 2)), rtol=1e-5)

@@ -432,8 +432,10 @@ CALLS = [{"method": method} for method in METHODS] + [
 ]
 
 
-@pytest.mark.parametrize("kind", ["finetuner", "linear_pipeline", "mlp_pipeline",
-                                  "keras_model"])
+@pytest.mark.parametrize("kind", [
+    pytest.param("finetuner", marks=pytest.mark.slow), "linear_pipeline",
+    pytest.param("mlp_pipeline", marks=pytest.mark.slow), "keras_model",
+])
 def test_repeated_calls_trace_nothing_new(kind, request):
     model = request.getfixturevalue(kind)
     owners = {make_adapter(model, None)._owner_key("forward", None)[0]}

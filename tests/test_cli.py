@@ -67,7 +67,7 @@ def image_paths(folder):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One real run of each command, started side by side: each pays TensorFlow's
-    import, so running them together keeps this file fast."""
+    import, so running them together keeps this file fast (a minute: the slow tier)."""
     root = tmp_path_factory.mktemp("cli")
     data = make_dataset(root / "data")
     started = {
@@ -116,6 +116,7 @@ def runs(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.slow
 def test_extract_writes_parquet_with_paths_labels_and_the_extractors_features(runs):
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
@@ -136,6 +137,7 @@ def test_extract_writes_parquet_with_paths_labels_and_the_extractors_features(ru
     )
 
 
+@pytest.mark.slow
 def test_evaluate_reports_every_split_and_saves_the_pipeline(runs):
     root, results = runs
     result = results["evaluate"]
@@ -154,6 +156,7 @@ def test_evaluate_reports_every_split_and_saves_the_pipeline(runs):
     }
 
 
+@pytest.mark.slow
 def test_cam_writes_the_overlay_of_the_saved_pipeline(runs):
     root, results = runs
     result = results["cam"]
@@ -163,6 +166,7 @@ def test_cam_writes_the_overlay_of_the_saved_pipeline(runs):
         assert written.format == "PNG" and written.size == (32, 32)
 
 
+@pytest.mark.slow
 def test_finetune_reports_accuracy_and_saves_a_fitted_tuner(runs):
     root, results = runs
     result = results["finetune"]
@@ -180,6 +184,7 @@ def test_finetune_reports_accuracy_and_saves_a_fitted_tuner(runs):
     assert set(tuner.predict(image_paths(root / "data" / "test"))) <= {"cats", "dogs"}
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_without_traceback(runs):
     root, results = runs
     # Bad paths are found before TensorFlow is imported: stderr is that one line.
@@ -261,6 +266,7 @@ def layouts(tmp_path):
     (tmp_path / "comments.txt").write_text("# nothing\n\n")
     (tmp_path / "binary.dat").write_bytes(b"\xff\xfe\x00\x81")
     (tmp_path / "a_file").write_text("")
+    (tmp_path / "folder.skops").mkdir()
     return tmp_path
 
 
@@ -308,11 +314,11 @@ def layouts(tmp_path):
         (["evaluate", "empty"], "DATA_DIR must hold a train/ folder"),
         (["evaluate", "nowhere"], "DATA_DIR 'nowhere' is not a folder."),
         (
-            ["evaluate", "mixed", "--save", "no/model.joblib"],
-            "--save 'no/model.joblib' cannot",
+            ["evaluate", "mixed", "--save", "no/model.skops"],
+            "--save 'no/model.skops' cannot",
         ),
         (["finetune", "empty", *TINY], "DATA_DIR must hold a train/ folder"),
-        (["finetune", "mixed", "--save", "mixed"], "--save 'mixed' is a folder"),
+        (["finetune", "mixed", "--save", "folder.skops"], "--save 'folder.skops' is a folder"),
         (
             ["cam", "missing.png", "--model", "m.joblib", "-o", "o.png"],
             "1 IMAGE file(s) do not exist: 'missing.png'.",
@@ -472,3 +478,67 @@ def test_extract_with_test_time_augmentation(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*argv[:-3], "--tta", "flips"])
     assert "argument --tta: invalid choice: 'flips'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"hello", "is not a Keras archive: it is not a zip file"),
+        ("zip:notes.txt", "is a zip file but not a Keras archive: it holds no config.json"),
+        ("zip:config.json", "is a damaged or unsupported Keras archive (JSONDecodeError"),
+    ],
+)
+def test_cam_says_what_is_wrong_with_a_keras_file(tmp_path, capsys, content, message):
+    import zipfile
+
+    model = tmp_path / "bad.keras"
+    if isinstance(content, bytes):
+        model.write_bytes(content)
+    else:
+        with zipfile.ZipFile(model, "w") as archive:
+            archive.writestr(content.split(":")[1], "{")
+    image = tmp_path / "picture.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["cam", str(image), "--model", str(model), "-o", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"convfeat cam: error: --model '{model}' {message}")
+    assert "File not found" not in err and "model.save('model.keras')" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["evaluate", "finetune"])
+def test_save_must_be_a_skops_file_name(layouts, monkeypatch, capsys, command):
+    monkeypatch.chdir(layouts)
+    assert main([command, "mixed", *TINY, "--save", "ft.txt"]) == 2
+    assert capsys.readouterr().err == (
+        f"convfeat {command}: error: --save 'ft.txt' must end in .skops: the extension "
+        "chooses the format.\n"
+    )
+    assert not (layouts / "ft.txt").exists()
+
+
+def test_image_size_native_is_the_networks_own_size(tmp_path, capsys):
+    images = make_image_folder(tmp_path / "images", {"x": 2}, size=(32, 32)) / "x"
+    out = tmp_path / "f.npy"
+    args = ["extract", str(images), "-o", str(out), "--weights", "random", "--quiet"]
+    assert main([*args, "--image-size", "native", "--layer", "5"]) == 0
+    assert np.load(out).shape == (2, 7 * 7 * 512)  # VGG16 at 224x224
+    assert main([*args, "--image-size", "NATIVE", "--pooling", "avg"]) == 0
+    assert np.load(out).shape == (2, 512)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit:
+        main([*args, "--image-size", "big"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (
+        "convfeat extract: error: argument --image-size: must be a whole number of "
+        "pixels or 'native'; got 'big'. E.g. --image-size 150, or --image-size native "
+        "for the network's own size. (see 'convfeat extract --help')\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["extract", "evaluate", "finetune"])
+def test_help_offers_the_native_image_size(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--image-size N|native" in help_text and "'native': the network's own" in help_text

@@ -143,5 +143,85 @@ def test_offline_the_error_names_both_fixes(server, tmp_path, monkeypatch):
 def test_data_home_may_be_the_unpacked_copy_itself(tmp_path):
     for split, label in datasets.CATS_AND_DOGS_COUNTS:
         (tmp_path / split / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / label / "a.jpg")
     data = fetch_cats_and_dogs(data_home=tmp_path, download_if_missing=False)
     assert data.path == str(tmp_path) and data.train == str(tmp_path / "train")
+
+
+def serve(server, monkeypatch, payload):
+    """Make ``server`` serve ``payload`` as the genuine archive (size and checksum)."""
+    server.payload = payload
+    monkeypatch.setattr(datasets, "CATS_AND_DOGS_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(datasets, "CATS_AND_DOGS_SIZE", len(payload))
+
+
+def with_member(name, data=b"x"):
+    buffer = io.BytesIO(tiny_archive())
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.writestr(zipfile.ZipInfo(name), data)
+    return buffer.getvalue()
+
+
+def listing(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+def test_a_partial_folder_is_named_and_kept_without_downloading(server, tmp_path):
+    partial = tmp_path / "cats_and_dogs_filtered"
+    (partial / "train" / "cats").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(partial / "train" / "cats" / "mine.jpg")
+    before = listing(tmp_path)
+    for _ in range(2):  # a retry neither downloads nor changes anything either
+        with pytest.raises(
+            OSError,
+            match=r"folder '.*cats_and_dogs_filtered' is incomplete: train/cats holds 1 "
+            r"of 2 images; train/dogs is missing.*Delete or move that folder and call again",
+        ):
+            fetch_cats_and_dogs(data_home=tmp_path)
+    assert server.requests == 0 and listing(tmp_path) == before
+
+
+def test_empty_class_folders_are_not_returned(server, tmp_path):
+    for split, label in COUNTS:
+        (tmp_path / "cats_and_dogs_filtered" / split / label).mkdir(parents=True)
+    with pytest.raises(OSError, match="incomplete: train/cats holds 0 of 2 images"):
+        fetch_cats_and_dogs(data_home=tmp_path, download_if_missing=False)
+    with pytest.raises(OSError, match="incomplete: .*validation/dogs holds 0 of 1"):
+        fetch_cats_and_dogs(data_home=tmp_path)
+    assert server.requests == 0
+
+
+def test_a_copy_given_as_data_home_needs_images_in_each_class(tmp_path):
+    for split, label in datasets.CATS_AND_DOGS_COUNTS:
+        (tmp_path / split / label).mkdir(parents=True)
+        if label == "cats":
+            Image.new("RGB", (8, 8)).save(tmp_path / split / label / "a.jpg")
+    with pytest.raises(
+        OSError, match=r"data_home='.*' has no images.*train/dogs holds 0 of 1000 images; "
+        r"validation/dogs holds 0 of 500.*point data_home at another folder",
+    ):
+        fetch_cats_and_dogs(data_home=tmp_path, download_if_missing=False)
+
+
+@pytest.mark.parametrize("name", [
+    "cats_and_dogs_filtered/train/cats/../../../../x.jpg",
+    "cats_and_dogs_filtered/../x.jpg",
+    "/tmp/x.jpg",
+])
+def test_an_archive_with_a_member_outside_its_folder_is_refused(
+    server, tmp_path, monkeypatch, name
+):
+    serve(server, monkeypatch, with_member(name))
+    with pytest.raises(OSError, match=r"member '.*x\.jpg', which points outside its "
+                                      r"folder.*refused whole. Nothing was kept"):
+        fetch_cats_and_dogs(data_home=tmp_path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_data_home_that_is_a_file_is_named(server, tmp_path):
+    path = tmp_path / "data"
+    path.write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match=r"`data_home` must be a folder.*Got "
+                                                 r"'.*data', which is a file. Point"):
+        fetch_cats_and_dogs(data_home=path)
+    assert server.requests == 0 and path.read_text() == "not a folder"

@@ -153,3 +153,17 @@ def test_saving_replaces_the_file_whole(images, tmp_path):
     save(extractor().fit(images), path)
     assert isinstance(load(path), ConvFeatureExtractor)
     assert sorted(os.listdir(tmp_path)) == ["model.skops"]  # no temporary file left
+
+
+def test_saving_over_a_folder_names_the_path_and_leaves_nothing(tmp_path):
+    folder = tmp_path / "model.skops"
+    (folder / "inside").mkdir(parents=True)
+    for target in (folder, str(folder)):
+        with pytest.raises(
+            IsADirectoryError,
+            match=r"`path` must name a file to write; got '.*model\.skops', which is an "
+            r"existing folder\. Give a file name, e\.g\. '.*model\.skops.model\.skops'",
+        ):
+            save(LogisticRegression(), target)
+    assert os.listdir(tmp_path) == ["model.skops"]  # no temporary file beside it
+    assert os.listdir(folder) == ["inside"]

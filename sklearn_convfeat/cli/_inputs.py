@@ -4,6 +4,7 @@ import os
 
 from .. import IMAGE_EXTENSIONS, load_image_folder
 from ._options import (
+    SAVE_FORMATS,
     CommandError,
     check_output,
     check_weights,
@@ -126,7 +127,7 @@ def training_inputs(args, say):
     Returns ``(weights, train paths, train labels, other splits)``.
     """
     if args.save:
-        check_output(args.save, "--save")
+        check_output(args.save, "--save", SAVE_FORMATS)
     weights = check_weights(args.weights)
     data_dir = args.data_dir
     if data_dir is None:

@@ -64,11 +64,30 @@ def add_image_options(command, image_size=150):
     )
     command.add_argument(
         "--image-size",
-        type=int,
+        type=parse_image_size,
         default=image_size,
-        metavar="N",
-        help=f"resize every image to N×N (default: {image_size})",
+        metavar="N|native",
+        help=f"resize every image to N×N, or 'native': the network's own input size "
+        f"(224×224 for VGG16 and most others) (default: {image_size})",
     )
+
+
+def parse_image_size(text):
+    """``--image-size``: N pixels, or ``native`` (the estimators' ``image_size=None``)."""
+    if text.strip().lower() == "native":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of pixels or 'native'; got {text!r}. E.g. "
+            "--image-size 150, or --image-size native for the network's own size."
+        ) from None
+
+
+def image_size_of(args):
+    """The estimators' ``image_size`` that ``--image-size`` asks for."""
+    return None if args.image_size is None else (args.image_size, args.image_size)
 
 
 def add_cut_options(command):
@@ -104,12 +123,15 @@ def add_batch_size(command, default=32, help="images per forward pass"):
     )
 
 
+SAVE_FORMATS = (".skops",)
+
+
 def add_save(command, what):
     command.add_argument(
         "--save",
-        metavar="FILE",
+        metavar="FILE.skops",
         help=f"save the fitted {what} here with sklearn_convfeat.save (a skops file, "
-        "which runs no code when loaded; e.g. model.skops)",
+        "which runs no code when loaded; the name must end in .skops)",
     )
 
 
@@ -192,7 +214,7 @@ def extractor_from_args(args, weights, **params):
         weights=weights,
         layer=parse_choice(args.layer, None),
         pooling=args.pooling,
-        image_size=(args.image_size, args.image_size),
+        image_size=image_size_of(args),
         preprocessing=args.preprocessing,
         batch_size=args.batch_size,
         verbose=0 if args.quiet else 1,

@@ -77,9 +77,7 @@ def load_model(path, trust_pickle=False):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--model {path!r} is not a file.")
     if path.endswith(".keras"):
-        import keras
-
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return _load_keras(path)
     from .. import load
 
     try:
@@ -92,6 +90,39 @@ def load_model(path, trust_pickle=False):
             "a fitted FineTuner or Pipeline with sklearn_convfeat.save(model, path)."
         )
     return model
+
+
+def _load_keras(path):
+    """A ``.keras`` archive, or what is wrong with the file (Keras says "not found")."""
+    import zipfile
+
+    import keras
+
+    fix = (
+        "Save the model with model.save('model.keras'), or give a skops file written "
+        "by sklearn_convfeat.save."
+    )
+    if not zipfile.is_zipfile(path):
+        raise CommandError(
+            f"--model {path!r} is not a Keras archive: it is not a zip file (a .keras "
+            f"file is a zip holding config.json and the weights). {fix}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if "config.json" not in archive.namelist():
+                raise CommandError(
+                    f"--model {path!r} is a zip file but not a Keras archive: it holds "
+                    f"no config.json. {fix}"
+                )
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except CommandError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        message = " ".join(str(exc).split())
+        raise CommandError(
+            f"--model {path!r} is a damaged or unsupported Keras archive "
+            f"({type(exc).__name__}: {message}). {fix}"
+        ) from exc
 
 
 # What PIL writes overlays as, by file ending.

@@ -11,6 +11,7 @@ from ._options import (
     add_quiet,
     add_save,
     add_weights,
+    image_size_of,
     printer,
 )
 from ._report import accuracy_table
@@ -105,7 +106,7 @@ def run(args, out=None):
         backbone=args.backbone,
         weights=weights,
         unfreeze=args.unfreeze,
-        image_size=(args.image_size, args.image_size),
+        image_size=image_size_of(args),
         preprocessing=args.preprocessing,
         augment=AUGMENT_CHOICES[args.augment],
         optimizer=args.optimizer,
