@@ -89,10 +89,17 @@ def image_folder(tmp_path):
 
 
 def pytest_collection_modifyitems(config, items):
-    # The largest networks and the full export matrix take minutes: run on request.
-    if "large_backbone" in (config.getoption("-m") or ""):
-        return
-    skip = pytest.mark.skip(reason="large backbone: run with -m large_backbone")
-    for item in items:
-        if "large_backbone" in item.keywords:
-            item.add_marker(skip)
+    # Tiers by cost: the largest networks and the full export matrix run with
+    # -m large_backbone; the minutes-long cases (benchmark scripts, the docs build,
+    # Dask clusters, fine-tuning matrices) with -m slow, which CI runs too.
+    selected = config.getoption("-m") or ""
+    for marker, reason in (
+        ("large_backbone", "large backbone: run with -m large_backbone"),
+        ("slow", "slow tier: run with -m slow (CI does)"),
+    ):
+        if marker in selected:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if marker in item.keywords:
+                item.add_marker(skip)

@@ -138,6 +138,7 @@ def test_export_is_built_once_and_reused(backend, exports, keras_home):
     assert os.stat(path).st_mtime_ns == stamp
 
 
+@pytest.mark.slow
 def test_a_new_process_loads_the_export_from_disk(keras_home):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")

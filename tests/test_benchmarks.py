@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import make_image_folder
 
+# Each script runs end to end: minutes for the file, so the slow tier.
+pytestmark = pytest.mark.slow
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

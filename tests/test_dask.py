@@ -155,6 +155,7 @@ def test_only_weights_files_are_uploaded():
 # --- on the cluster -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_array_on_the_cluster_equals_one_process(client, extractor, images, expected):
     n_features = extractor.n_features_out_
     features = transform(extractor, da.from_array(images, chunks=(5, -1, -1, -1)))
@@ -169,6 +170,7 @@ def test_array_on_the_cluster_equals_one_process(client, extractor, images, expe
     np.testing.assert_allclose(on_cluster, extractor.transform(grey), **TOLERANCE)
 
 
+@pytest.mark.slow
 def test_each_worker_builds_the_base_once(client, extractor, images, expected):
     def count_builds():  # runs in each worker process
         from sklearn_convfeat import _backbone
@@ -208,6 +210,7 @@ def test_each_worker_builds_the_base_once(client, extractor, images, expected):
         assert count == (1 if blocks[worker] else 0), (worker, blocks, n_builds)
 
 
+@pytest.mark.slow
 def test_paths_in_bags_dataframes_and_arrays(client, paths):
     pd = pytest.importorskip("pandas")
     dd = pytest.importorskip("dask.dataframe")
@@ -231,6 +234,7 @@ def test_paths_in_bags_dataframes_and_arrays(client, paths):
         )
 
 
+@pytest.mark.slow
 def test_weights_file_missing_on_workers_then_uploaded(client, tmp_path, images):
     keras = pytest.importorskip("keras")
     path = tmp_path / "vgg16_random.weights.h5"
@@ -255,6 +259,7 @@ def test_weights_file_missing_on_workers_then_uploaded(client, tmp_path, images)
         client.unregister_worker_plugin(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("memory", [None, "cache"])
 def test_grid_search_over_layers_with_the_dask_backend(client, images, tmp_path, memory):
     y = np.arange(len(images)) % 2
@@ -274,6 +279,7 @@ def test_grid_search_over_layers_with_the_dask_backend(client, images, tmp_path,
         assert any((tmp_path / memory).rglob("*")), "the workers wrote no cache entry"
 
 
+@pytest.mark.slow
 def test_grid_search_over_unfreeze_with_the_dask_backend(client, images):
     tuner = FineTuner(
         weights=None, image_size=32, head_epochs=1, fine_tune_epochs=1, batch_size=4,
@@ -289,6 +295,7 @@ def test_grid_search_over_unfreeze_with_the_dask_backend(client, images):
     assert np.all((scores >= 0) & (scores <= 1))
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_job_still_gives_every_row(
     client, extractor, images, expected
 ):

@@ -39,6 +39,7 @@ def test_api_page_lists_every_public_name():
 
 
 @pytest.mark.docs
+@pytest.mark.slow
 def test_the_documentation_builds_without_warnings(tmp_path):
     for module in ("sphinx", "sphinx_gallery", "numpydoc", "myst_parser"):
         pytest.importorskip(module)

@@ -66,7 +66,7 @@ def test_full_network_layout(fitted):
     assert names[1:] == ["preprocessing", "vgg16", "flatten", "hidden", "dropout", "output"]
 
 
-@pytest.mark.parametrize("unfreeze", [1, 2])
+@pytest.mark.parametrize("unfreeze", [1, pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cache", ["auto", None])
 def test_phase2_changes_exactly_the_unfrozen_blocks(data, unfreeze, cache):
     tuner = tiny(unfreeze=unfreeze, cache=cache, fine_tune_epochs=0)
@@ -87,7 +87,9 @@ def test_phase1_leaves_the_whole_base_bit_identical(data):
     assert content_sha256(tuner.model_.get_layer("vgg16")) == tuner.weights_sha256_
 
 
-@pytest.mark.parametrize("unfreeze", [0, 1, 3])
+@pytest.mark.parametrize("unfreeze", [
+    0, pytest.param(1, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow),
+])
 def test_cache_and_end_to_end_give_the_same_model(data, unfreeze):
     cached = tiny(unfreeze=unfreeze, cache="auto").fit(*data)
     end_to_end = tiny(unfreeze=unfreeze, cache=None).fit(*data)
@@ -98,6 +100,7 @@ def test_cache_and_end_to_end_give_the_same_model(data, unfreeze):
     np.testing.assert_allclose(cached.history_["loss"], end_to_end.history_["loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_disk_cache_gives_the_same_model(data):
     on_disk = tiny(cache="disk").fit(*data)
     in_memory = tiny(cache="memory").fit(*data)
@@ -184,6 +187,7 @@ def test_clone_is_an_unfitted_twin(data, fitted):
         twin.predict(data[0])
 
 
+@pytest.mark.slow
 def test_grid_search_over_unfreeze(data):
     search = GridSearchCV(tiny(), {"unfreeze": [0, 1, 2]}, cv=2).fit(*data)
     assert [p["unfreeze"] for p in search.cv_results_["params"]] == [0, 1, 2]

@@ -101,6 +101,7 @@ def test_cached_augmentation_changes_training(day_night):
     assert not np.allclose(plain, flipped)
 
 
+@pytest.mark.slow
 def test_end_to_end_falls_back_to_image_space_layers(day_night):
     X, y = day_night
     fitted = tuner(augment="cached", cache=None, fine_tune_epochs=1).fit(X, y)
@@ -108,6 +109,7 @@ def test_end_to_end_falls_back_to_image_space_layers(day_night):
     assert fitted.model_.get_layer("augmentation") is not None
 
 
+@pytest.mark.slow
 def test_gradual_unfreezing_trains_one_more_stage_per_step(day_night):
     X, y = day_night
     fitted = tuner(unfreeze=2, gradual_unfreezing=True, fine_tune_epochs=3).fit(X, y)

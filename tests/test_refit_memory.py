@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sklearn_convfeat import KerasMLPClassifier
 
@@ -62,10 +63,9 @@ def test_fit_leaves_no_gradient_functions_registered():
     assert left == set()
 
 
+@pytest.mark.slow
 def test_repeated_finetuner_fits_keep_memory_bounded():
     if not Path("/proc/self/statm").exists():
-        import pytest
-
         pytest.skip("reads resident memory from /proc (Linux)")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
