@@ -65,6 +65,9 @@ def extractor(name, **params):
 
 # These run by default; every other network and family runs with -m large_backbone.
 DEFAULT = {"VGG16", "ResNet50", "MobileNetV3Small", "EfficientNetB0", "ConvNeXtTiny"}
+# The whole matrix of a family costs 10-30 s: these two in the default tier, the other
+# DEFAULT families in the slow one.
+FAST = {"VGG16", "MobileNetV3Small"}
 
 
 def marked(names, fast=DEFAULT):
@@ -113,7 +116,7 @@ def test_auto_preprocessing_is_the_family_preprocess_input(name_family):
     assert fitted.preprocessing_ == name_family
 
 
-@pytest.mark.parametrize("name", marked(REPRESENTATIVES.values()))
+@pytest.mark.parametrize("name", marked(REPRESENTATIVES.values(), fast=FAST))
 def test_each_family_extracts_at_every_stage_and_pools(name):
     X = images_for(name)
     entry_stages = get_base(
@@ -131,7 +134,7 @@ def test_each_family_extracts_at_every_stage_and_pools(name):
     np.testing.assert_allclose(avg, flat.mean(axis=(1, 2)), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", marked(REPRESENTATIVES.values()))
+@pytest.mark.parametrize("name", marked(REPRESENTATIVES.values(), fast=FAST))
 def test_each_family_caches_pickles_and_clones(name, tmp_path):
     X = images_for(name)
     plain = extractor(name, layer=5, pooling="avg").fit(X)
@@ -146,10 +149,7 @@ def test_each_family_caches_pickles_and_clones(name, tmp_path):
     assert clone(plain).get_params() == plain.get_params()
 
 
-# Fine-tuning costs about 20 s a family: VGG16 and MobileNetV3Small run by default.
-@pytest.mark.parametrize(
-    "name", marked(REPRESENTATIVES.values(), fast={"VGG16", "MobileNetV3Small"})
-)
+@pytest.mark.parametrize("name", marked(REPRESENTATIVES.values(), fast=FAST))
 def test_each_family_explains_a_pipeline_and_fine_tunes(name):
     X = images_for(name)
     y = np.array([0, 1] * 3)

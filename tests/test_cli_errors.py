@@ -1,8 +1,12 @@
 """Errors of the ``convfeat`` command line that come from deep inside a run (loading
 weights), checked through a real subprocess: what the user's terminal shows."""
 
+import pytest
 from conftest import make_image_folder
 from test_cli import convfeat, error_of, finish
+
+# A subprocess pays TensorFlow's import: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 def test_a_weights_file_of_another_network_is_one_line_without_keras_warnings(tmp_path):

@@ -110,6 +110,7 @@ def test_cam_reaches_a_layer_inside_the_nested_network(nested_models):
     assert heatmaps.shape == (2, 32, 32) and np.isfinite(heatmaps).all()
 
 
+@pytest.mark.slow
 def test_a_nested_network_fine_tunes_and_explains(nested_models):
     tuner = FineTuner(
         backbone=nested_models["sequential"], weights=None, random_state=0, image_size=32,

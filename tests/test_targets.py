@@ -305,7 +305,7 @@ def test_finetuner_regressor_learns_brightness(images):
     assert reg.score(X, brightness) > 0.5
 
 
-@pytest.mark.parametrize("unfreeze", [0, 1])
+@pytest.mark.parametrize("unfreeze", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_finetuner_regressor_cache_and_end_to_end_agree(images, unfreeze):
     X, brightness = images
     # without augmentation, which differs by design between the two
