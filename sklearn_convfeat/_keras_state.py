@@ -101,7 +101,11 @@ def model_from_bytes(
             lambdas = _python_lambda_layers(data)
             if not lambdas or "lambda" not in str(exc):
                 raise
-            raise ValueError(_unsafe_lambda_message(what, lambdas)) from exc
+            raise UnsafeLambdaError(_unsafe_lambda_message(what, lambdas)) from exc
+
+
+class UnsafeLambdaError(ValueError):
+    """A network holds a Python-lambda ``Lambda`` layer, which safe mode refuses."""
 
 
 def _unsafe_lambda_message(what, layers):

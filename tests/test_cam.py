@@ -530,7 +530,7 @@ def test_unknown_layer(finetuner, linear_pipeline, keras_model):
                        r"model\. Got 'blok5_conv3'\. Its convolutional layers are"):
         cam(finetuner, random_images(1), layer="blok5_conv3")
     with pytest.raises(ValueError, match=r"`layer` must be a layer name of the extractor's "
-                       r"VGG16 base or a stage number 1-5\. Got 'blok5_conv3'"):
+                       r"base \(VGG16\) or a stage number 1-5\. Got 'blok5_conv3'"):
         cam(linear_pipeline, random_images(1), layer="blok5_conv3")
     with pytest.raises(ValueError, match=r"4-D .* Got layer='gap', whose output has "
                        r"shape \(None, 8\)"):

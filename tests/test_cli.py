@@ -506,6 +506,24 @@ def test_cam_says_what_is_wrong_with_a_keras_file(tmp_path, capsys, content, mes
     assert err.count("\n") == 1
 
 
+def test_cam_names_the_lambda_layer_of_a_keras_file(tmp_path, capsys):
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    doubled = keras.layers.Lambda(lambda x: x * 2, name="double")(inputs)
+    model = tmp_path / "lambda.keras"
+    keras.Model(inputs, keras.layers.Conv2D(2, 3)(doubled)).save(model)
+    image = tmp_path / "picture.png"
+    Image.new("RGB", (32, 32)).save(image)
+    assert main(["cam", str(image), "--model", str(model), "-o", str(tmp_path / "c.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"convfeat cam: error: --model '{model}' cannot be rebuilt: its `Lambda` layer "
+        "'double' wraps a Python lambda"
+    )
+    assert "enable_unsafe_deserialization" in err and "safe_mode=False" not in err
+
+
 @pytest.mark.parametrize("command", ["evaluate", "finetune"])
 def test_save_must_be_a_skops_file_name(layouts, monkeypatch, capsys, command):
     monkeypatch.chdir(layouts)

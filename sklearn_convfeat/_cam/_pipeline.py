@@ -117,7 +117,7 @@ class PipelineAdapter(ModelAdapter):
             name = self.graph_runner.entry.resolve_layer(layer)
         except ValueError:
             raise ValueError(
-                f"`layer` must be a layer name of the extractor's {self.network} base "
+                f"`layer` must be a layer name of the extractor's base ({self.network}) "
                 f"or a stage number 1-5. Got {layer!r}; the last convolutional layer "
                 f"of this pipeline is {last_conv!r}."
             ) from None

@@ -96,7 +96,7 @@ def _load_keras(path):
     """A ``.keras`` archive, or what is wrong with the file (Keras says "not found")."""
     import zipfile
 
-    import keras
+    from .._keras_state import UnsafeLambdaError, model_from_bytes
 
     fix = (
         "Save the model with model.save('model.keras'), or give a skops file written "
@@ -114,9 +114,12 @@ def _load_keras(path):
                     f"--model {path!r} is a zip file but not a Keras archive: it holds "
                     f"no config.json. {fix}"
                 )
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
+        with open(path, "rb") as file:
+            return model_from_bytes(file.read(), compile=False, what=f"--model {path!r}")
     except CommandError:
         raise
+    except UnsafeLambdaError as exc:  # a sound archive: the message says why and how
+        raise CommandError(str(exc)) from exc
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         message = " ".join(str(exc).split())
         raise CommandError(
