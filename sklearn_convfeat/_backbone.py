@@ -10,18 +10,13 @@ import os
 import threading
 from numbers import Integral
 
-from ._architectures import (
-    native_size,
-    needs_fixed_size,
-    own_model_identity,
-    preprocess,
-    resolve_architecture,
-)
+from ._architectures import preprocess
+from ._backbones import resolve_backbone
 from ._compat import HasMethods, Interval, validate_params
 from ._fast_ops import with_fast_ops
 from ._lru import LRUCache
 from ._stages import N_STAGES, BaseGraph, model_flops, spatial_shapes
-from ._weights import WeightsSource, build_base, content_sha256
+from ._weights import build_base, content_sha256, resolve_weights
 
 DEFAULT_PROBE_SIZE = (224, 224)
 
@@ -39,12 +34,9 @@ class CachedBase:
         self.source = source
         fixed = tuple(model.inputs[0].shape[1:3])
         self.fixed_size = None if None in fixed else fixed
-        if self.fixed_size is not None:
-            probe = self.fixed_size
-        elif source.architecture is not None:
-            probe = native_size(source.architecture)
-        else:
-            probe = DEFAULT_PROBE_SIZE
+        probe = (
+            self.fixed_size or source.plugin.native_size(source) or DEFAULT_PROBE_SIZE
+        )
         self.graph = BaseGraph(model, probe)
         self.compiled = {}  # compiled functions of this base, by what they compute
         self._shapes = {}
@@ -168,16 +160,6 @@ def check_keras_backend():
         )
 
 
-def backbone_source_parts(backbone, image_size=None):
-    """``(architecture, own model, fixed input size)`` for a ``backbone`` parameter:
-    a keras.applications name, or a keras.Model (``(sha256, .keras bytes)``)."""
-    if isinstance(backbone, str):
-        architecture = resolve_architecture(backbone)
-        fixed = tuple(image_size) if needs_fixed_size(architecture) and image_size else None
-        return architecture, None, fixed
-    return None, own_model_identity(backbone), None
-
-
 def get_base(source):
     """The (cached) base of a :class:`~._weights.WeightsSource`.
 
@@ -264,11 +246,8 @@ def count_flops(layer=5, image_size=(150, 150), *, backbone="vgg16"):
     """
     if isinstance(image_size, Integral):
         image_size = (image_size, image_size)
-    architecture, own, fixed = backbone_source_parts(backbone, image_size)
-    source = WeightsSource(
-        "random", seed=0, architecture=architecture, input_size=fixed,
-        model_sha256=own and own[0], model_data=own and own[1],
-    )
+    network, _ = resolve_backbone(backbone, tuple(image_size))
+    source = resolve_weights(None, seed=0, network=network)
     entry = get_base(source)
     name = entry.resolve_layer(layer)
     entry.check_image_size(tuple(image_size), name)

@@ -110,8 +110,7 @@ def model_key(network, sha256, layer, image_size, preprocessing):
 
 def model_path(backend, source, layer, image_size, preprocessing):
     """Where the export of this base, cut and size lives (whether or not it exists)."""
-    # A model of one's own is named by its sha256 over configuration and weights.
-    network = (source.architecture or f"model{source.model_sha256[:20]}").lower()
+    network = source.plugin.file_label(source)
     key = model_key(
         network, get_base(source).sha256, layer, tuple(image_size), preprocessing
     )

@@ -393,7 +393,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         quantized = getattr(self, "_quantized_ir", None)
         source = self._weights_source
         namespace, settings = _cache.namespace_key(
-            backbone=source.architecture or source.model_sha256,
+            backbone=source.plugin.key(source),
             input_size=source.input_size,
             weights_sha256=self.weights_sha256_,
             image_size=self.image_size_,

@@ -3,13 +3,9 @@
 import os
 from numbers import Integral
 
-from ._architectures import (
-    PREPROCESSING_MODES,
-    native_size,
-    resolve_architecture,
-    resolve_preprocessing,
-)
-from ._backbone import backbone_source_parts, get_base
+from ._architectures import PREPROCESSING_MODES
+from ._backbone import get_base
+from ._backbones import resolve_backbone
 from ._compat import HasMethods, Interval, StrOptions
 from ._keras_state import backbone_token
 from ._stages import N_STAGES
@@ -62,10 +58,8 @@ def resolve_base(estimator, seed):
     image_size = estimator.image_size
     if image_size is not None:
         image_size = _size_pair(image_size)
-    if image_size is None and isinstance(estimator.backbone, str):
-        image_size = native_size(resolve_architecture(estimator.backbone))
-    architecture, own, fixed = backbone_source_parts(estimator.backbone, image_size)
-    source = resolve_weights(estimator.weights, seed, architecture, own, input_size=fixed)
+    network, image_size = resolve_backbone(estimator.backbone, image_size)
+    source = resolve_weights(estimator.weights, seed, network=network)
     entry = get_base(source)
     if image_size is None:
         if entry.fixed_size is None:
@@ -74,7 +68,9 @@ def resolve_base(estimator, seed):
                 "model takes any size. Pass image_size=(height, width)."
             )
         image_size = entry.fixed_size
-    preprocessing = resolve_preprocessing(estimator.preprocessing, architecture)
+    preprocessing = estimator.preprocessing
+    if preprocessing == "auto":
+        preprocessing = source.plugin.default_preprocessing(source)
     return source, entry, image_size, preprocessing
 
 

@@ -5,6 +5,7 @@ enough to rebuild the identical base later (after unpickling, in another process
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -13,16 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._architectures import (
-    build_architecture,
-    canonical_names,
-    hash_weights,
-    identify_by_parameters,
-    keras_weights_file,
-)
+from ._architectures import canonical_names, hash_weights
+from ._backbones import identify_by_parameters, source_named
 
 WEIGHTS_ENV_VAR = "SKLEARN_CONVFEAT_WEIGHTS"
 WEIGHTS_SUFFIXES = (".h5", ".hdf5", ".keras")
+# What a SKLEARN_CONVFEAT_WEIGHTS naming one file holds: (backbone source, network).
+_SINGLE_FILE = ("keras.applications", "VGG16")
 
 # sha256 of the 26 float32 arrays of the ImageNet VGG16 conv base (little-endian, in
 # `model.weights` order); a file re-saved by Keras keeps this even when its bytes change.
@@ -39,13 +37,16 @@ class WeightsUnavailableError(OSError):
 class WeightsSource:
     """How to obtain a base: its network and its weights.
 
-    ``architecture`` is a keras.applications constructor name, or None for a model of
-    one's own, whose ``.keras`` bytes are ``model_data`` (identified by
+    The network fields are those of :class:`~._backbones.Network`:
+    ``backbone_source`` names the registered source that builds it (:attr:`plugin`);
+    ``architecture`` is a keras.applications constructor name, or None for a model
+    of one's own, whose ``.keras`` bytes are ``model_data`` (identified by
     ``model_sha256``, over its configuration and weights). ``kind`` is
-    ``"imagenet"`` (Keras' own download and cache; for one's own model, the weights
-    it came with), ``"file"`` (``path``) or ``"random"`` (Glorot-uniform kernels drawn
-    from ``seed``). ``input_size`` fixes the base's input size, for networks that
-    need one (NASNet); None builds one base for every size.
+    ``"imagenet"`` (the source's pretrained weights: Keras' own download and cache;
+    for one's own model, the weights it came with), ``"file"`` (``path``) or
+    ``"random"`` (Glorot-uniform kernels drawn from ``seed``). ``input_size`` fixes
+    the base's input size, for networks that need one (NASNet); None builds one base
+    for every size.
     """
 
     kind: str
@@ -55,42 +56,67 @@ class WeightsSource:
     input_size: tuple | None = None
     model_sha256: str | None = None
     model_data: bytes | None = field(default=None, compare=False, repr=False)
+    backbone_source: str | None = None
+
+    def __post_init__(self):
+        if self.backbone_source is None:
+            object.__setattr__(self, "backbone_source", _implied_source(self))
+
+    def __setstate__(self, state):
+        # Records pickled before sources were plug-ins name none.
+        self.__dict__.update(state)
+        if self.__dict__.get("backbone_source") is None:
+            object.__setattr__(self, "backbone_source", _implied_source(self))
+
+    @property
+    def plugin(self):
+        """The :class:`~._backbones.BackboneSource` that builds this network."""
+        return source_named(self.backbone_source)
 
     @property
     def network(self):
-        if self.architecture is not None:
-            return self.architecture
-        return f"the backbone model {self.model_sha256[:12]}…"
+        return self.plugin.display_name(self)
 
     def describe(self):
         if self.kind == "file":
             return repr(self.path)
         if self.kind == "random":
             return f"random initialisation (seed {self.seed})"
-        if self.architecture is None:
-            return "the backbone model's own weights"
-        return f"{self.architecture} ImageNet weights from Keras' cache"
+        return self.plugin.pretrained_description(self)
 
 
-def resolve_weights(weights, seed, architecture="VGG16", model=None, input_size=None):
+def _implied_source(record):
+    """The source of a record made without one: the two that predate plug-ins."""
+    return "keras.Model" if record.model_sha256 is not None else "keras.applications"
+
+
+def resolve_weights(
+    weights, seed, architecture="VGG16", model=None, input_size=None, *, network=None
+):
     """Turn the ``weights`` parameter into a :class:`WeightsSource`.
 
-    ``model`` is ``(sha256, keras bytes)`` of one's own backbone (``architecture``
-    None). ``weights="imagenet"`` then means the model's own weights; for a
-    keras.applications network it uses ``SKLEARN_CONVFEAT_WEIGHTS`` when that variable
-    is set (a file: the VGG16 weights; a folder: files under Keras' own names) and
-    Keras' download-and-cache otherwise.
+    ``network`` is the :class:`~._backbones.Network` the ``backbone`` resolved to;
+    without it, ``architecture`` names a keras.applications network, or is None for
+    one's own backbone, ``model`` its ``(sha256, keras bytes)``. ``weights="imagenet"``
+    means the source's pretrained weights: a model's own; for a keras.applications
+    network, the file ``SKLEARN_CONVFEAT_WEIGHTS`` names when that variable is set (a
+    file: the VGG16 weights; a folder: files under Keras' own names) and Keras'
+    download-and-cache otherwise.
     """
-    network = {"architecture": architecture, "input_size": input_size}
-    if model is not None:
-        network.update(model_sha256=model[0], model_data=model[1])
+    if network is not None:
+        network = network._asdict()
+    else:
+        network = {"architecture": architecture, "input_size": input_size}
+        if model is not None:
+            network.update(model_sha256=model[0], model_data=model[1])
     if weights is None:
         return WeightsSource("random", seed=int(seed), **network)
     if isinstance(weights, str) and weights == "imagenet":
-        path = None if architecture is None else local_imagenet_file(architecture)
+        pretrained = WeightsSource("imagenet", **network)
+        path = local_imagenet_file(pretrained)
         if path is None:
-            return WeightsSource("imagenet", **network)
-        return WeightsSource("file", path=path, **network)
+            return pretrained
+        return dataclasses.replace(pretrained, kind="file", path=path)
     path = os.path.abspath(os.path.expanduser(os.fspath(weights)))
     if not os.path.isfile(path):
         raise ValueError(
@@ -107,15 +133,17 @@ def resolve_weights(weights, seed, architecture="VGG16", model=None, input_size=
     return WeightsSource("file", path=path, **network)
 
 
-def local_imagenet_file(architecture):
-    """The local ImageNet weights ``SKLEARN_CONVFEAT_WEIGHTS`` names for
-    ``architecture``, or None to go through Keras' download and cache."""
+def local_imagenet_file(source):
+    """The local pretrained weights ``SKLEARN_CONVFEAT_WEIGHTS`` names for the network
+    of ``source`` (a :class:`WeightsSource`), or None to go through its backbone
+    source (Keras' download and cache)."""
+    name = source.plugin.weights_file_name(source)
     override = os.environ.get(WEIGHTS_ENV_VAR)
-    if not override:
+    if not override or name is None:
         return None
     path = os.path.abspath(os.path.expanduser(override))
     if os.path.isdir(path):
-        candidate = os.path.join(path, keras_weights_file(architecture))
+        candidate = os.path.join(path, name)
         return candidate if os.path.isfile(candidate) else None
     if not os.path.isfile(path):
         raise WeightsUnavailableError(
@@ -126,7 +154,7 @@ def local_imagenet_file(architecture):
             "the weights."
         )
     # A single file has always meant the VGG16 base.
-    return path if architecture == "VGG16" else None
+    return path if (source.backbone_source, source.architecture) == _SINGLE_FILE else None
 
 
 def check_weights(weights):
@@ -177,38 +205,16 @@ def build_base(source, input_size=None, weights=None):
     are numbered as in a fresh process.
     """
     size = source.input_size if input_size is None else tuple(input_size)
-    if source.architecture is None:
-        from ._architectures import own_model_copy
-
-        model = own_model_copy(source.model_data, size)
-    else:
-        model = _build_application(source, size, imagenet=weights is None)
+    plugin = source.plugin
+    pretrained = source.kind == "imagenet" and weights is None
+    model = plugin.build(source, size, pretrained=pretrained)
     if weights is not None:
         model.set_weights(weights)
     elif source.kind == "random":
         model.set_weights(_glorot_uniform_weights(model, source.seed))
     elif source.kind == "file":
         _load_file(model, source)
-    return canonical_names(model, rename_layers=source.architecture is not None)
-
-
-def _build_application(source, input_size, imagenet=True):
-    shape = (*(input_size or (None, None)), 3)
-    if source.kind != "imagenet" or not imagenet:
-        return build_architecture(source.architecture, input_shape=shape)
-    try:
-        return build_architecture(source.architecture, "imagenet", input_shape=shape)
-    except Exception as exc:  # Keras raises plain Exception on URL failures
-        name = keras_weights_file(source.architecture)
-        raise WeightsUnavailableError(
-            f"Could not obtain the ImageNet {source.architecture} weights through Keras "
-            f"({exc}). Without internet access, either pass the path of a local copy, "
-            f"weights='/path/to/{name}', or put it under that name in "
-            f"~/.keras/models/ (Keras' cache, used offline) or in a folder named by "
-            f"the environment variable {WEIGHTS_ENV_VAR}. The file is what "
-            f"keras.applications.{source.architecture}(weights='imagenet', "
-            "include_top=False) downloads, or any Model.save_weights() of that base."
-        ) from exc
+    return canonical_names(model, rename_layers=plugin.renames_layers)
 
 
 def _load_file(model, source):
@@ -271,14 +277,9 @@ def _keras_notices_held():
 def _mismatch_message(model, source):
     """One sentence: which network, what the file holds instead, and the fix."""
     ours = sum(int(np.prod(w.shape)) for w in model.weights)
-    if source.architecture is not None:
-        target = f"the {source.architecture} convolutional base (include_top=False)"
-    else:
-        target = f"the `backbone` model {model.name!r}"
+    target = source.plugin.base_description(source, model)
     origin = f"`weights` file {source.path!r}"
-    from_environment = source.architecture is not None and _names_file(
-        source.architecture, source.path
-    )
+    from_environment = _names_file(source, source.path)
     if from_environment:
         origin = (
             f"The weights file {source.path!r} that {WEIGHTS_ENV_VAR} names for "
@@ -296,11 +297,7 @@ def _mismatch_message(model, source):
         if parameters == ours:  # same size, other layout (layer order, a nested model)
             holds += ", as many, but Keras could not match them to the base's layers"
     if from_environment:
-        fix = (
-            f"Put the {source.architecture} notop weights there (what keras.applications."
-            f"{source.architecture}(weights='imagenet', include_top=False) downloads), "
-            f"or remove the file to let Keras download them."
-        )
+        fix = source.plugin.environment_file_fix(source)
     elif guess is not None and guess != source.architecture:
         fix = (
             f"Pass backbone={guess!r} to use this file, or a file saved from that "
@@ -317,10 +314,10 @@ def _mismatch_message(model, source):
     )
 
 
-def _names_file(architecture, path):
-    """Whether ``SKLEARN_CONVFEAT_WEIGHTS`` gives ``path`` for ``architecture``."""
+def _names_file(source, path):
+    """Whether ``SKLEARN_CONVFEAT_WEIGHTS`` gives ``path`` for ``source``'s network."""
     try:
-        return local_imagenet_file(architecture) == path
+        return local_imagenet_file(source) == path
     except WeightsUnavailableError:
         return False
 

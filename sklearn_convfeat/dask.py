@@ -34,7 +34,6 @@ except ImportError as exc:
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from ._architectures import keras_weights_file
 from ._extractor import ConvFeatureExtractor, weights_source, with_weights_file
 from ._files import write_atomic
 from ._weights import WEIGHTS_ENV_VAR, local_imagenet_file
@@ -223,15 +222,19 @@ def upload_weights(client, extractor):
     check_is_fitted(extractor)
     source = weights_source(extractor)
     # Random weights are a seed, and a model of one's own travels in the pickle.
-    if source.kind == "random" or (source.kind == "imagenet" and source.architecture is None):
+    carried = source.kind == "imagenet" and source.plugin.carries_weights
+    if source.kind == "random" or carried:
         return None
     if source.kind == "imagenet":
+        name = source.plugin.weights_file_name(source)
         raise ValueError(
             "`extractor` was fitted with weights='imagenet' from Keras' cache, which "
             "upload_weights does not ship: each worker reads its own Keras cache or "
             f"its {WEIGHTS_ENV_VAR} file. To ship the weights, fit the extractor with "
-            "the local file instead, e.g. weights=os.path.expanduser('~/.keras/models/"
-            f"{keras_weights_file(source.architecture)}')."
+            "the local file instead"
+            + (f", e.g. weights=os.path.expanduser('~/.keras/models/{name}')"
+               if name else "")
+            + "."
         )
     plugin = _WeightsUpload(source.path)
     client.register_plugin(plugin, name=plugin.name)
@@ -342,13 +345,14 @@ def _for_this_process(extractor):
 
 def _weights_here(source):
     """The file to read ``source``'s weights from here, or None to use ``source``."""
-    if source.kind == "random" or source.architecture is None and source.kind != "file":
+    carried = source.kind == "imagenet" and source.plugin.carries_weights
+    if source.kind == "random" or carried:
         return None
     if source.kind == "file" and source.path in _UPLOADED:
         return _UPLOADED[source.path]
     if source.kind == "file" and os.path.isfile(source.path):
         return None
-    local = None if source.architecture is None else local_imagenet_file(source.architecture)
+    local = local_imagenet_file(source)
     if local is not None:
         return local
     if source.kind == "imagenet":
