@@ -15,6 +15,7 @@ from ._backbones import resolve_backbone
 from ._compat import HasMethods, Interval, validate_params
 from ._fast_ops import with_fast_ops
 from ._lru import LRUCache
+from ._pooling import pool, pool_array  # noqa: F401  pool: re-exported
 from ._stages import N_STAGES, BaseGraph, model_flops, spatial_shapes
 from ._weights import build_base, content_sha256, resolve_weights
 
@@ -37,7 +38,11 @@ class CachedBase:
         probe = (
             self.fixed_size or source.plugin.native_size(source) or DEFAULT_PROBE_SIZE
         )
-        self.graph = BaseGraph(model, probe)
+        self.graph = BaseGraph(
+            model, probe, stage_ends=source.plugin.stage_ends(source, model)
+        )
+        # Tokens before the patch tokens of a transformer's output; None: a convnet.
+        self.prefix_tokens = source.plugin.prefix_tokens(source)
         self.compiled = {}  # compiled functions of this base, by what they compute
         self._shapes = {}
         self.lock = threading.Lock()
@@ -64,7 +69,7 @@ class CachedBase:
                 "(or any other layer name) to choose where to cut.",
             )
             if int(layer) == N_STAGES:  # the end of the base, however deep it goes
-                return self.graph.names[-1]
+                return stages.get(N_STAGES, self.graph.names[-1])
             if int(layer) in stages:
                 return stages[int(layer)]
             raise ValueError(
@@ -90,11 +95,19 @@ class CachedBase:
                 f"{len(outputs)} outputs ({', '.join(map(repr, outputs))}). {fix}"
             )
 
+    def pooling(self, pooling, layer):
+        """The pooling value that pools ``layer``'s output as ``pooling`` (the
+        parameter) asks: the name itself for a convnet's maps, a
+        :class:`~._pooling.TokenPooling` for a transformer's tokens. Raises a clear
+        ``ValueError`` when the pooling means nothing for this network."""
+        return self.source.plugin.pooling(self.source, pooling, layer, self)
+
     def _stage_list(self):
         return ", ".join(f"{n}={name!r}" for n, name in self.graph.stage_ends.items())
 
     def map_shape(self, layer, image_size):
-        """(h, w, c) of ``layer``'s output for ``image_size`` inputs; ``ValueError``
+        """(h, w, c) of ``layer``'s output for ``image_size`` inputs ((tokens, width)
+        for a transformer's tokens, (width,) for its image embedding); ``ValueError``
         when the network cannot take that size."""
         key = (layer, tuple(image_size))
         with self.lock:
@@ -105,7 +118,10 @@ class CachedBase:
             cut = keras.Model(self.model.inputs, self.graph.output(layer))
             operation = self.graph.operations[self.graph.position[layer]]
             shape = spatial_shapes(cut, [operation], tuple(image_size))[layer]
-            if len(shape) != 3:
+            if len(shape) == 2 and self.prefix_tokens is not None:
+                # Tokens: counted from the patch grid (a layer may declare one too many).
+                shape = (self.source.plugin.token_count(self.source, image_size), shape[1])
+            if len(shape) != 3 and self.prefix_tokens is None:
                 raise ValueError(
                     f"`layer` must output a feature map (height, width, channels); "
                     f"{layer!r} of {self.network} outputs shape {shape}."
@@ -306,7 +322,7 @@ def _compile_segment(entry, start, wanted, preprocessing):
     graph = entry.graph
     inputs = entry.model.inputs[0] if start is None else graph.output(start)
     segment = with_fast_ops(keras.Model(inputs, [graph.output(name) for name in wanted]))
-    channels = inputs.shape[-1]
+    signature = tf.TensorSpec((None,) * (len(inputs.shape) - 1) + (inputs.shape[-1],), tf.float32)
 
     def run(x):
         if start is None:
@@ -315,49 +331,8 @@ def _compile_segment(entry, start, wanted, preprocessing):
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return dict(zip(wanted, outputs))
 
-    compiled = tf.function(
-        run,
-        input_signature=[tf.TensorSpec((None, None, None, channels), tf.float32)],
-        reduce_retracing=True,
-    )
+    compiled = tf.function(run, input_signature=[signature], reduce_retracing=True)
     return lambda x: {name: maps.numpy() for name, maps in compiled(x).items()}
-
-
-def pool(maps, pooling):
-    """:func:`pool_array` in TensorFlow, for differentiable paths (CAM gradients) only.
-
-    Its mean may differ from :func:`pool_array` in the last bits: features never go
-    through it.
-    """
-    import tensorflow as tf
-
-    if pooling == "avg":
-        return tf.reduce_mean(maps, axis=(1, 2))
-    if pooling == "max":
-        return tf.reduce_max(maps, axis=(1, 2))
-    return tf.reshape(maps, (tf.shape(maps)[0], -1))
-
-
-def pool_array(maps, pooling):
-    """Feature maps (N, h, w, c) → float32 feature rows, as every runner pools them.
-
-    The one pooling of features (TensorFlow, exported runtimes, the feature cache), so
-    that they agree bit for bit. The mean sums each image on its own, from a fresh
-    C-ordered copy: a row does not depend on the batch it came in.
-    """
-    import numpy as np
-
-    maps = np.asarray(maps, dtype=np.float32)
-    if pooling == "avg":
-        n_images, height, width, channels = maps.shape
-        rows = np.empty((n_images, channels), dtype=np.float32)
-        for i, image in enumerate(maps):
-            spatial = np.array(image, dtype=np.float32, order="C").reshape(-1, channels)
-            rows[i] = np.add.reduce(spatial, axis=0) / np.float32(height * width)
-        return rows
-    if pooling == "max":
-        return maps.max(axis=(1, 2))
-    return maps.reshape(len(maps), -1)
 
 
 def _compile_maps(entry, layer, preprocessing):

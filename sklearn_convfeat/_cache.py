@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._backbone import pool_array
+from ._pooling import n_pooled_features, pool_array
 from ._files import write_atomic
 from ._images import progress_bar, readable_batches
 from ._tta import mean_over_views, view_key, view_of
@@ -274,9 +274,10 @@ def cached_transform(
     images : ImageArray or ImageFiles
     layer : str
         The layer whose maps are pooled into features.
-    pooling : {"flatten", "avg", "max"}
+    pooling : {"flatten", "avg", "max"} or TokenPooling
+        As :func:`~._pooling.pool_array` takes it.
     map_shape : callable
-        ``map_shape(layer)`` is the (h, w, c) shape of that layer's maps.
+        ``map_shape(layer)`` is the shape of that layer's maps (or tokens).
     segment : callable
         ``segment(start, capture)`` → a function of a batch (decoded images when
         ``start`` is None, else maps of ``start``) → ``{layer: maps}``, holding
@@ -305,7 +306,7 @@ def cached_transform(
     image_keys = content_keys(images)
     # Item ``v * n_images + i`` is view ``views[v]`` of image ``i``.
     keys = [view_key(key, view) for view in views for key in image_keys]
-    n_features = int(np.prod(map_shape(layer))) if pooling == "flatten" else map_shape(layer)[-1]
+    n_features = n_pooled_features(pooling, map_shape(layer))
     out = np.full((len(keys), n_features), np.nan, dtype=np.float32)  # unread: NaN
     misses = []
     for item, key in enumerate(keys):

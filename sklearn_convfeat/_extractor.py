@@ -15,9 +15,10 @@ from . import _backends, _cache
 from ._backbone import TensorFlowRunner, get_base
 from ._compat import HasMethods, StrOptions, fit_context
 from ._decode import DRAFT_ENV_VAR
-from ._feature_pass import extract_features, feature_names
+from ._feature_pass import extract_features
 from ._images import ImageFiles, UnreadableImageWarning, check_images
 from ._keras_state import BackboneParameterState
+from ._pooling import POOLINGS, feature_names, n_pooled_features
 from ._tta import TTA_OPTIONS
 from ._validation import (
     BASE_PARAMETER_CONSTRAINTS,
@@ -225,7 +226,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
                 "random_state",
             )
         },
-        "pooling": [StrOptions({"flatten", "avg", "max"})],
+        "pooling": [StrOptions(set(POOLINGS))],
         "on_error": [StrOptions({"raise", "skip"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "backend": [StrOptions(set(_backends.BACKENDS))],
@@ -303,13 +304,13 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         source, entry, self.image_size_, self.preprocessing_ = resolve_base(self, seed)
         self._weights_source = source
         self.layer_ = entry.resolve_layer(self.layer)
+        self._pooling = entry.pooling(self.pooling, self.layer_)
+        if getattr(self._pooling, "name", None) == "embedding":
+            self.layer_ = entry.graph.names[-1]  # the network's own image embedding
         self.feature_map_shape_ = check_image_size(entry, self.image_size_, self.layer_)
         self.weights_sha256_ = entry.sha256
         self.weights_path_ = source.path
-        height, width, channels = self.feature_map_shape_
-        self.n_features_out_ = (
-            height * width * channels if self.pooling == "flatten" else channels
-        )
+        self.n_features_out_ = n_pooled_features(self._pooling, self.feature_map_shape_)
         self._fitted_settings = feature_settings(self)
         self._quantized_ir = None
         self.__dict__.pop("n_calibration_images_", None)  # from an earlier INT8 fit
@@ -348,7 +349,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
             feature_runner(self),
             entry=get_base(self._weights_source) if cached else None,
             layer=self.layer_,
-            pooling=self.pooling,
+            pooling=fitted_pooling(self),
             n_features=self.n_features_out_,
             image_size=self.image_size_,
             batch_size=self.batch_size,
@@ -387,7 +388,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         """
         check_is_fitted(self)
         check_settings_unchanged(self, getattr(self, "_fitted_settings", None))
-        return feature_names(self.layer_, self.pooling, self.feature_map_shape_)
+        return feature_names(self.layer_, fitted_pooling(self), self.feature_map_shape_)
 
     def _feature_store(self):
         quantized = getattr(self, "_quantized_ir", None)
@@ -456,6 +457,12 @@ def feature_runner(extractor):
             )
         extractor._runner = runner
     return runner
+
+
+def fitted_pooling(extractor):
+    """The pooling value a fitted extractor pools with (see :mod:`._pooling`)."""
+    check_is_fitted(extractor)
+    return getattr(extractor, "_pooling", extractor.pooling)  # older pickles: the name
 
 
 def tensorflow_runner(extractor):

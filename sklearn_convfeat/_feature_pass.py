@@ -5,11 +5,10 @@ runner (TensorFlow, ONNX Runtime, OpenVINO, INT8) and every input (arrays, paths
 goes through it, so test-time augmentation (:mod:`._tta`) is applied here once.
 """
 
-import numpy as np
-
 from . import _cache
 from ._backbone import TensorFlowRunner
 from ._images import run_batches
+from ._pooling import feature_names  # noqa: F401  re-exported
 from ._tta import averaged_over_views, tta_views
 
 
@@ -63,9 +62,11 @@ def extract_features(
              if name in graph.cut_points]
             if isinstance(runner, TensorFlowRunner) else ()
         ),
+        # Lower stages of a convnet are large for what they save; a transformer's
+        # blocks all output as many tokens, so every stage end is kept.
         waypoints=[
             name for stage, name in graph.stage_ends.items()
-            if stage >= 3 and name in graph.cut_points
+            if (stage >= 3 or entry.prefix_tokens is not None) and name in graph.cut_points
         ],
         views=views,
         **settings,
@@ -77,18 +78,3 @@ def _segment_function(runner, layer):
     if isinstance(runner, TensorFlowRunner):
         return runner.segment
     return lambda start, capture: (lambda images: {layer: runner.maps(images)})
-
-
-def feature_names(layer, pooling, map_shape):
-    """Names of the features, in the order :func:`extract_features` lays them out."""
-    height, width, channels = map_shape
-    if pooling == "flatten":
-        names = [
-            f"{layer}_{row}_{col}_{channel}"
-            for row in range(height)
-            for col in range(width)
-            for channel in range(channels)
-        ]
-    else:
-        names = [f"{layer}_{pooling}_{c}" for c in range(channels)]
-    return np.asarray(names, dtype=object)

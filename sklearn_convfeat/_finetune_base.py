@@ -56,6 +56,13 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
             "Pass keras.Model(backbone.input, backbone.get_layer(name).output) "
             "instead, with the name of the output to fine-tune up to.",
         )
+        if base_entry.prefix_tokens is not None:
+            raise ValueError(
+                f"`backbone` must be a convnet for {type(self).__name__}: "
+                f"{source.network} is a vision transformer, which it does not fine-tune "
+                "yet. Use ConvFeatureExtractor(backbone=...) with a classifier: a "
+                "linear probe on its frozen features is how such models are evaluated."
+            )
         check_image_size(base_entry, self.image_size_, base_entry.graph.names[-1])
         cut = cache_cut(base_entry, self.unfreeze)  # checks unfreeze against the stages
         self.weights_sha256_ = base_entry.sha256

@@ -224,6 +224,7 @@ class BackboneParameterState:
         state = dict(state)
         saved = state.get("backbone")
         if isinstance(saved, SavedKerasModel):
+            _register_keras_hub(saved.data)
             model = model_from_bytes(
                 saved.data, compile=False,
                 what=f"The `backbone` of this saved {type(self).__name__}",
@@ -234,3 +235,19 @@ class BackboneParameterState:
                     **state["_fitted_settings"], "backbone": backbone_token(model)
                 }
         super().__setstate__(state)
+
+
+def _register_keras_hub(data):
+    """Import keras-hub when a saved model is made of its classes: importing it is
+    what registers them for loading (in safe mode, as every load here)."""
+    import io
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            module = json.loads(archive.read("config.json")).get("module", "")
+    except (zipfile.BadZipFile, KeyError, ValueError):
+        return
+    if module.startswith("keras_hub"):
+        import keras_hub  # noqa: F401

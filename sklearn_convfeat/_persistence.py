@@ -21,6 +21,7 @@ from ._finetune_regressor import FineTunerRegressor
 from ._keras_state import SavedKerasModel
 from ._mlp import KerasMLPClassifier
 from ._mlp_regressor import KerasMLPRegressor
+from ._pooling import TokenPooling
 from ._weights import WeightsSource
 
 
@@ -33,7 +34,7 @@ TRUSTED_TYPES = tuple(
     _type_name(cls)
     for cls in (
         ConvFeatureExtractor, KerasMLPClassifier, KerasMLPRegressor, FineTuner,
-        FineTunerRegressor, WeightsSource, SavedKerasModel,
+        FineTunerRegressor, WeightsSource, SavedKerasModel, TokenPooling,
     )
 )
 

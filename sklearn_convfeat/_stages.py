@@ -70,10 +70,12 @@ class BaseGraph:
     """The cut points and stages of a Functional model, read at ``probe_size``.
 
     ``probe_size`` should be a size the network is made for (its native size):
-    downsampling is read as ``round(log2(input side / output side))``.
+    downsampling is read as ``round(log2(input side / output side))``. A network
+    that is not downsampled stage by stage (a vision transformer) gives its
+    ``stage_ends`` ({stage: layer name}) instead.
     """
 
-    def __init__(self, model, probe_size):
+    def __init__(self, model, probe_size, stage_ends=None):
         self.model = model
         self.operations = top_operations(model)
         self.names = [operation.name for operation in self.operations]
@@ -91,7 +93,9 @@ class BaseGraph:
             for name, shape in shapes.items()
             if len(shape) == 3 and shape[0]
         }
-        self.stage_ends = self._find_stage_ends()
+        self.stage_ends = (
+            dict(sorted(stage_ends.items())) if stage_ends else self._find_stage_ends()
+        )
 
     def _find_cut_points(self):
         producer = {}

@@ -80,7 +80,7 @@ def toy_source():
 
 def test_the_built_in_sources_in_the_order_they_are_asked():
     names = [source.name for source in backbone_sources()]
-    assert names == ["keras.applications", "keras.Model"]
+    assert names == ["keras-hub", "keras.applications", "keras.Model"]
     assert source_named("keras.applications").name == "keras.applications"
     with pytest.raises(LookupError, match="backbone source 'nope', which is not registered"):
         source_named("nope")

@@ -1,11 +1,13 @@
 """The registered backbone sources, in the order they are asked about a value."""
 
 from ._applications import ApplicationsSource
+from ._keras_hub import HubSource
 from ._own_model import OwnModelSource
 
 # First match wins: a source claiming some strings or models goes before
 # ApplicationsSource (every string) or OwnModelSource (every other value).
 _SOURCES = [
+    HubSource(),  # preset names, handles and folders, before every other string
     ApplicationsSource(),
     OwnModelSource(),
 ]
@@ -62,7 +64,8 @@ def find_source(backbone):
         if source.recognises(backbone):
             return source
     raise ValueError(
-        "`backbone` must be a keras.Model or the name of a keras.applications convnet. "
+        "`backbone` must be a keras.Model, the name of a keras.applications convnet or "
+        "a keras-hub preset (name, handle or folder). "
         f"Got a {type(backbone).__name__} instead."
     )
 

@@ -97,6 +97,34 @@ class BackboneSource(ABC):
         ``PREPROCESSING_MODES``; ``"none"`` when the network normalises its input)."""
         return "none"
 
+    def stage_ends(self, network, model):
+        """{stage: layer name} of the built base ``model``, or None to read the stages
+        from its graph (where the maps are downsampled 2^N times)."""
+        return None
+
+    def prefix_tokens(self, network):
+        """None for a network whose cuts output feature maps (a convnet); for a
+        transformer, the tokens (class, registers) before its patch tokens."""
+        return None
+
+    def token_count(self, network, image_size):
+        """Tokens a transformer's blocks output for ``image_size`` images."""
+        raise NotImplementedError
+
+    def pooling(self, network, pooling, layer, entry):
+        """The pooling value for the ``pooling`` parameter at ``layer`` (see
+        :func:`~sklearn_convfeat._pooling.pool_array`); a convnet's is the name."""
+        from .._pooling import MAP_POOLINGS
+
+        if pooling not in MAP_POOLINGS:
+            raise ValueError(
+                f"`pooling` must be one of {', '.join(map(repr, MAP_POOLINGS))} for "
+                f"{self.display_name(network)}, whose cuts output feature maps. Got "
+                f"pooling={pooling!r} instead: {pooling!r} pools the tokens of a vision "
+                "transformer (a keras-hub backbone)."
+            )
+        return pooling
+
     def file_label(self, network):
         """A short, lowercase, file-name-safe label: exported models' file names."""
         return re.sub(r"[^a-z0-9]+", "_", self.key(network).lower())[:40]

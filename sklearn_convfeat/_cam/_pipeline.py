@@ -98,6 +98,14 @@ class PipelineAdapter(ModelAdapter):
         self.runner = feature_runner(extractor)
         self.graph_runner = tensorflow_runner(extractor)
         self.graph = self.graph_runner.entry.graph
+        if self.graph_runner.entry.prefix_tokens is not None:
+            raise ValueError(
+                "`model` must have a convolutional base for cam(): its extractor's "
+                f"backbone, {self.graph_runner.source.network}, is a vision "
+                "transformer, whose heatmaps (gradients on its patch tokens) are not "
+                "implemented yet. Explain a convnet pipeline, or read the transformer's "
+                "attention in keras-hub."
+            )
         self.network = self.graph_runner.entry.network
         self.scale, self.shift = affine(steps[1:-1], extractor.n_features_out_)
         self.classes = np.asarray(steps[-1].classes_)

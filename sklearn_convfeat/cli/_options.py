@@ -48,7 +48,9 @@ def add_weights(command):
         "--backbone",
         default="vgg16",
         help="the network: a keras.applications convnet name, any case (vgg16, "
-        "resnet50, efficientnetv2b0, convnext_tiny, ...; default: vgg16)",
+        "resnet50, efficientnetv2b0, convnext_tiny, ...), or a keras-hub preset: a "
+        "name (dinov2_small, ...), a kaggle:// or hf:// handle, or a local preset "
+        "folder (needs the hub extra; default: vgg16)",
     )
     command.add_argument("--weights", default="imagenet", help=WEIGHTS_HELP)
 
@@ -100,9 +102,11 @@ def add_cut_options(command):
     )
     command.add_argument(
         "--pooling",
-        choices=["flatten", "avg", "max"],
+        choices=["flatten", "avg", "max", "cls", "cls+avg", "embedding"],
         default="flatten",
-        help="flatten the feature map, or average/max it over space (default: flatten)",
+        help="flatten the feature map, or average/max it over space; for a keras-hub "
+        "transformer, cls (class token), avg (mean patch token), cls+avg, flatten "
+        "(patch tokens) or embedding (CLIP/SigLIP image embedding) (default: flatten)",
     )
 
 
