@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._pooling import n_pooled_features, pool_array
 from ._files import write_atomic
 from ._images import progress_bar, readable_batches
+from ._pooling import n_pooled_features, pool_array
 from ._tta import mean_over_views, view_key, view_of
 
 FORMAT_VERSION = 2  # 2: entries carry a checksum
