@@ -7,6 +7,7 @@ from ._architectures import PREPROCESSING_MODES as _PREPROCESSING_MODES
 from ._backbone import count_flops
 from ._cam import METHODS as _CAM_METHODS
 from ._cam import CamDisplay, cam, cam_faithfulness, cam_metrics, overlay, plot_cam
+from ._compare import compare_backbones
 from ._extractor import ConvFeatureExtractor
 from ._finetune import FineTuner
 from ._finetune_regressor import FineTunerRegressor
@@ -44,6 +45,7 @@ __all__ = [
     "cam_faithfulness",
     "cam_metrics",
     "check_weights",
+    "compare_backbones",
     "count_flops",
     "load",
     "load_image_folder",

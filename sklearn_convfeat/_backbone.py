@@ -270,6 +270,22 @@ def count_flops(layer=5, image_size=(150, 150), *, backbone="vgg16"):
     return int(model_flops(cut_model(entry, name), (*image_size, 3)))
 
 
+def blank_input(entry, preprocessing):
+    """The RGB pixel the base sees as 0 once ``preprocessing`` and the base's own
+    input normalisation (a keras-hub preset's ImageConverter) have been applied."""
+    import keras
+    import numpy as np
+
+    from ._architectures import blank_pixel
+
+    for operation in entry.graph.operations[:2]:
+        if isinstance(operation, keras.layers.Rescaling):  # x * scale + offset = 0
+            scale = np.asarray(operation.scale, dtype=np.float32)
+            offset = np.asarray(operation.offset, dtype=np.float32)
+            return np.broadcast_to(-offset / scale, (3,)).astype(np.float32)
+    return blank_pixel(preprocessing)
+
+
 def get_forward(source, layer, preprocessing, pooling):
     """A function: float32 RGB images (N, H, W, 3) in [0, 255] → features.
 
@@ -355,7 +371,8 @@ class MapsRunner:
     """Runs the base cut at one layer: ``maps(images)`` is what subclasses compute.
 
     ``images`` are float32 RGB ``(N, H, W, 3)`` in [0, 255]; ``maps`` returns the raw
-    float32 feature maps ``(N, h, w, c)`` and ``features(images, pooling)`` the rows
+    float32 feature maps ``(N, h, w, c)`` (a transformer's tokens ``(N, tokens,
+    width)``) and ``features(images, pooling)`` the rows
     ``ConvFeatureExtractor.transform`` gives.
     """
 

@@ -1,8 +1,18 @@
-"""The VGG16 base exported for ONNX Runtime and OpenVINO, cached on disk and in memory.
+"""The base exported for ONNX Runtime and OpenVINO, cached on disk and in memory.
 
 A *runner* is a callable: float32 RGB images ``(N, H, W, 3)`` in [0, 255] at the size
-it was exported for → the raw feature map ``(N, h, w, c)`` as float32 numpy. The
-preprocessing is inside the exported graph; the caller pools with ``pool_array``.
+it was exported for → the cut's raw output as float32 numpy: a convnet's feature map
+``(N, h, w, c)``, a vision transformer's tokens ``(N, tokens, width)`` or its image
+embedding ``(N, width)``. The preprocessing (a keras-hub preset's ImageConverter
+scale and offset included) is inside the exported graph; the caller pools with
+``pool_array`` and the extractor's pooling value, whatever the network.
+
+Every source's bases export (keras.applications convnets, one's own models, keras-hub's
+DINOv2, ViT, CLIP and SigLIP): TensorFlow's ``Erfc`` (exact GELU), which tf2onnx
+lacks, is written as ``1 - erf``, and tensors a graph captures (not variables) become
+constants of the ONNX model rather than extra inputs. INT8 quantizes a transformer as
+NNCF's transformer model type. A base with more than 2 GiB of weights cannot be one
+ONNX file, and is refused with the alternatives before any export.
 
 Exports are built once per (weights sha256, layer, image size, preprocessing, format
 version) and kept next to Keras' own cache, in ``$KERAS_HOME/sklearn_convfeat/`` (or
@@ -42,6 +52,9 @@ ONNX_OPSET = 17
 # Images NNCF calibrates INT8 on: its own default subset size, enough for stable
 # activation ranges; more only costs fit time.
 MAX_CALIBRATION_IMAGES = 300
+# An ONNX model is one protobuf message, which cannot exceed 2 GiB: bases with more
+# weights (keras-hub's dinov2_giant, vit_huge, CLIP ViT-bigG towers) do not export.
+ONNX_MAX_BYTES = 2**31
 
 BACKENDS = ("tensorflow", "onnxruntime", "openvino")
 # backend -> (extra of sklearn-convfeat, modules it needs)
@@ -169,11 +182,55 @@ def export_onnx(function, path):
     """
     import tf2onnx
 
+    function = _captures_as_constants(function)
     proto, _ = tf2onnx.convert.from_function(
-        function, input_signature=function.input_signature, opset=ONNX_OPSET
+        function, input_signature=function.input_signature, opset=ONNX_OPSET,
+        custom_op_handlers={"Erfc": (_erfc_as_erf, [])},
     )
     data = proto.SerializeToString()
     write_atomic(path, lambda file: file.write(data), durable=True)
+
+
+def _captures_as_constants(function):
+    """``function`` with the tensors it captures (other than variables) as constants.
+
+    tf2onnx makes each captured tensor an extra input of the ONNX model, which no
+    caller feeds (keras-hub's ViT captures its position ids). ``function`` itself when
+    it captures only variables, as every keras.applications base does.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    concrete = function.get_concrete_function()
+    if all(outer.dtype == tf.resource for outer, _ in concrete.graph.captures):
+        return function
+    frozen = convert_variables_to_constants_v2(concrete)
+
+    @tf.function(input_signature=function.input_signature, autograph=False)
+    def feature_maps(images):
+        return tf.nest.flatten(frozen(images))[0]
+
+    return feature_maps
+
+
+def _erfc_as_erf(ctx, node, name, args):
+    """tf2onnx's handler of TensorFlow's ``Erfc``, which it lacks: ``1 - erf(x)``.
+
+    Exact GELU is ``0.5·x·erfc(-x/√2)`` in TensorFlow (``tf.nn.gelu``), used inside
+    layers the export cannot swap (keras-hub's DINOv2 and ViT blocks, a ``Dense`` with
+    ``activation="gelu"``). Where ``1 - erf`` rounds to 0 instead of erfc's tiny value,
+    GELU's error is below 1e-7·|x|.
+    """
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.ones((), dtype))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=name)
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
+    return node
 
 
 def export_openvino(function, path):
@@ -205,9 +262,26 @@ def _load_or_export_unlocked(load, backend, path, *model):
         except Exception:  # noqa: BLE001  unreadable for whatever reason: rebuild it
             remove(path)
     remove_stale_temporaries(path)
+    if backend == "onnxruntime":
+        check_onnx_size(*model)
     export = export_onnx if backend == "onnxruntime" else export_openvino
     export(traced_base(*model), path)
     return load(path)
+
+
+def check_onnx_size(source, layer, image_size=None, preprocessing=None):
+    """Raise a ValueError naming the alternatives when the base cut at ``layer`` has
+    too many weights for one ONNX file (checked before the minutes of an export)."""
+    cut = cut_model(get_base(source), layer)
+    size = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in cut.weights)
+    if size >= ONNX_MAX_BYTES:
+        raise ValueError(
+            f"backend='onnxruntime' cannot run {source.plugin.display_name(source)} cut "
+            f"at {layer!r}: its {size / 2**30:.2f} GiB of weights exceed the "
+            f"{ONNX_MAX_BYTES / 2**30:g} GiB an ONNX file holds (one protobuf message). "
+            "Use backend='openvino' (its IR has no such limit) or backend='tensorflow', "
+            "or cut the base lower (`layer`)."
+        )
 
 
 def physical_cores():
@@ -239,6 +313,8 @@ def _onnxruntime_runner(path):
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    if len(session.get_inputs()) != 1:  # an export that leaked a captured tensor
+        raise ValueError(f"{path} takes {len(session.get_inputs())} inputs, not 1.")
     return OnnxRuntimeRunner(session)
 
 
@@ -317,13 +393,34 @@ def quantize_int8(
     path = model_path("openvino", *model)
     fp32 = _load_or_export(openvino_model, "openvino", path, *model)
     dataset = nncf.Dataset(calibration)
+    # A transformer (its cuts output tokens) is quantized as NNCF's transformer type:
+    # SmoothQuant, 8-bit matrix products, and the additions, normalisations and
+    # multiplications left in FP32. As a plain model, a random tiny DINOv2's INT8
+    # features had a cosine similarity down to 0.48 with FP32's (0.9997 this way).
+    transformer = get_base(source).prefix_tokens is not None
     # NNCF draws a progress bar on stdout.
     quiet = contextlib.redirect_stdout(io.StringIO())
+    settings = dict(
+        subset_size=len(calibration), target_device=nncf.TargetDevice.CPU,
+        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+    )
     with contextlib.nullcontext() if verbose else quiet:
-        quantized = nncf.quantize(
-            fp32, dataset, subset_size=len(calibration),
-            target_device=nncf.TargetDevice.CPU,
-        )
+        quantized = nncf.quantize(fp32, dataset, **settings)
+        if not _compiles(quantized):
+            # EfficientNet: NNCF quantizes some activations per channel along an axis
+            # OpenVINO's CPU plugin refuses ("non per-tensor quantization for axis
+            # 2"); quantized per tensor, every activation compiles.
+            from nncf.quantization.advanced_parameters import (
+                AdvancedQuantizationParameters,
+                QuantizationParameters,
+            )
+
+            per_tensor = AdvancedQuantizationParameters(
+                activations_quantization_params=QuantizationParameters(per_channel=False)
+            )
+            quantized = nncf.quantize(
+                fp32, dataset, **settings, advanced_parameters=per_tensor
+            )
     with tempfile.TemporaryDirectory() as folder:
         xml_path = os.path.join(folder, "model.xml")
         ov.save_model(quantized, xml_path, compress_to_fp16=False)
@@ -332,6 +429,15 @@ def quantize_int8(
         with open(os.path.join(folder, "model.bin"), "rb") as file:
             weights = file.read()
     return xml, weights, len(calibration)
+
+
+def _compiles(model):
+    """Whether OpenVINO's CPU plugin compiles ``model``."""
+    try:
+        openvino_core().compile_model(model, "CPU")
+    except RuntimeError:
+        return False
+    return True
 
 
 def int8_runner(ir):

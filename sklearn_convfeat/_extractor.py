@@ -47,12 +47,19 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         ``"convnext_tiny"``, ...; the user guide's "Choosing a backbone" lists them),
         or a built Keras model of one's own taking RGB images (its output is the
         end of the base). A model is copied in ``fit`` and pickled as ``.keras`` bytes.
+        With the ``hub`` extra, also a keras-hub vision transformer: a preset name
+        (``"dinov2_small"``, ``"siglip2_base_patch16_224"``,
+        ``"clip_vit_base_patch16"``, ``"vit_base_patch16_224_imagenet"``), a
+        ``kaggle://`` or ``hf://`` handle, a local preset folder, or a built
+        ``keras_hub.models.Backbone`` (DINOv2, ViT, CLIP, SigLIP; for CLIP and
+        SigLIP the vision tower is the base).
     weights : "imagenet", None or path, default="imagenet"
         ``"imagenet"`` downloads and caches the backbone's ImageNet weights through
         Keras (``~/.keras/models``; a file already there is used offline). The
         environment variable ``SKLEARN_CONVFEAT_WEIGHTS`` may name a local file (the
         VGG16 weights) or a folder of files under Keras' own names (air-gapped
-        machines). For a model of one's own, ``"imagenet"`` means its own weights. A
+        machines). For a model of one's own, ``"imagenet"`` means its own weights;
+        for a keras-hub preset, the preset's own pretrained weights. A
         path loads a local ``.h5`` / ``.weights.h5`` / ``.keras`` file of the
         backbone's base. ``None`` gives random weights drawn from ``random_state``
         (for tests and baselines).
@@ -62,15 +69,26 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         ``"conv{N}_block{last}_out"``; 5 is the end of the base), or any layer name
         (``"block4_conv2"``). Lower layers hold generic features (edges, colours,
         textures), upper ones more abstract ones: cut lower for images far from
-        ImageNet.
-    pooling : {"flatten", "avg", "max"}, default="flatten"
+        ImageNet. For a transformer of D blocks, stage N ends after block
+        round(N·D/5) (12 blocks: 2, 5, 7, 10, 12) and stage 5 after its final norm;
+        its layers are ``"embeddings"``, ``"block_1"`` … ``"block_D"``,
+        ``"final_norm"``.
+    pooling : {"flatten", "avg", "max", "cls", "cls+avg", "embedding"}, \
+            default="flatten"
         How the (h, w, c) feature map becomes one row: ``"flatten"`` keeps every value
         (the book's 4·4·512 = 8192 features at 150×150), ``"avg"`` and ``"max"`` pool
-        over space to c features.
+        over space to c features. A transformer's tokens: ``"cls"`` the class
+        token, ``"avg"`` the mean of the patch tokens (never the class or register
+        tokens), ``"cls+avg"`` both (DINOv2's linear evaluation), ``"flatten"`` the
+        patch tokens, ``"embedding"`` CLIP's or SigLIP's own image embedding (with
+        ``layer=5``); ``"max"`` is refused for transformers, the token poolings for
+        convnets.
     image_size : (int, int), int or None, default=(150, 150)
         (height, width) every image is resized to (bilinear, antialiased); None is
         the network's native size (224 for most, 299 for Xception and Inception,
-        240-600 for EfficientNetB1-B7). A JPEG
+        240-600 for EfficientNetB1-B7, a preset's own size). A transformer takes
+        square multiples of its patch size, other than its own only where keras-hub
+        interpolates its position embeddings (DINOv2). A JPEG
         at least twice that size on both sides is first decoded by libjpeg at 1/2,
         1/4 or 1/8 scale (still above it), which bounds memory whatever the photos'
         resolution and changes its pixels slightly (see the user guide's
@@ -81,7 +99,8 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         mean for VGG and ResNet, [-1, 1] for MobileNet, Xception, Inception,
         ResNetV2 and NASNet, torch mean/std for DenseNet, nothing for EfficientNet,
         ConvNeXt and MobileNetV3, whose models include it), and the pixels in
-        [0, 255] unchanged (``"none"``) for a model of one's own. A family name
+        [0, 255] unchanged (``"none"``) for a model of one's own; a keras-hub
+        preset's ImageConverter scale and offset begin its base. A family name
         (``"vgg16"``, ``"resnet_v2"``, ...) picks one explicitly; ``"rescale"`` is the
         book's ``x / 255``, which costs VGG16 about 8 points of accuracy on cats vs
         dogs.
@@ -457,6 +476,13 @@ def feature_runner(extractor):
             )
         extractor._runner = runner
     return runner
+
+
+def feature_store(extractor):
+    """The feature cache (a :class:`~._cache.FeatureStore`) of a fitted extractor
+    whose ``memory`` is set, or None."""
+    check_is_fitted(extractor)
+    return None if extractor.memory is None else extractor._feature_store()
 
 
 def fitted_pooling(extractor):

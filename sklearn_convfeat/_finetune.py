@@ -40,8 +40,11 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
     Parameters
     ----------
     backbone : str or keras.Model, default="vgg16"
-        As for :class:`ConvFeatureExtractor`: a keras.applications convnet name or a
-        built Keras model of one's own.
+        As for :class:`ConvFeatureExtractor`: a keras.applications convnet name, a
+        built Keras model of one's own, or a keras-hub vision transformer (``unfreeze``
+        counts its stages of blocks; the head reads its class and mean patch tokens,
+        or CLIP's and SigLIP's image embedding; DINOv2's patch and position
+        embeddings stay frozen).
     weights : "imagenet", None or path, default="imagenet"
         As for :class:`ConvFeatureExtractor`: Keras' ImageNet download (or the files
         ``SKLEARN_CONVFEAT_WEIGHTS`` names), a local weights file, or None for random

@@ -16,6 +16,7 @@ from ._keras_layers import (
     augmentation_layers,
     check_augment,
     preprocessing_layer_class,
+    token_pooling_layer_class,
 )
 from ._keras_state import BackboneParameterState, KerasModelState
 from ._map_augmentation import CACHED_AUGMENTATIONS, cached_shift
@@ -56,16 +57,13 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
             "Pass keras.Model(backbone.input, backbone.get_layer(name).output) "
             "instead, with the name of the output to fine-tune up to.",
         )
-        if base_entry.prefix_tokens is not None:
-            raise ValueError(
-                f"`backbone` must be a convnet for {type(self).__name__}: "
-                f"{source.network} is a vision transformer, which it does not fine-tune "
-                "yet. Use ConvFeatureExtractor(backbone=...) with a classifier: a "
-                "linear probe on its frozen features is how such models are evaluated."
-            )
         check_image_size(base_entry, self.image_size_, base_entry.graph.names[-1])
         cut = cache_cut(base_entry, self.unfreeze)  # checks unfreeze against the stages
         self.weights_sha256_ = base_entry.sha256
+        self._transformer = None if base_entry.prefix_tokens is None else {
+            "prefix_tokens": base_entry.prefix_tokens,
+            "stage_ends": dict(base_entry.graph.stage_ends),
+        }
 
         train_rows = np.arange(len(y_encoded))
         validation = None
@@ -145,7 +143,16 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
         base = fresh_copy(base_entry, self.image_size_)
         # Inference mode for good: BatchNormalization keeps its ImageNet statistics.
         x = base(x, training=False)
-        x = keras.layers.Flatten(name="flatten")(x)
+        # The head's first layer makes one vector of the base's output: a convnet's
+        # map flattened (the book's), a transformer's tokens pooled as DINOv2's linear
+        # evaluation does (class token and mean patch token; the mean alone without a
+        # class token); CLIP's and SigLIP's image embedding is a vector already.
+        prefix = base_entry.prefix_tokens
+        if prefix is None or len(x.shape) == 2:
+            x = keras.layers.Flatten(name="flatten")(x)
+        else:
+            pooling = "cls+avg" if prefix else "avg"
+            x = token_pooling_layer_class()(pooling, prefix, name="flatten")(x)
         for layer in head_layers(
             n_outputs=targets.n_outputs,
             activation=targets.activation,
@@ -162,7 +169,15 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
         return tags
 
     def _register_keras_objects(self):
-        preprocessing_layer_class()  # registers the layer before loading
+        preprocessing_layer_class()  # registers the layers before loading
+        token_pooling_layer_class()
+
+
+def transformer_layout(tuner):
+    """None for a FineTuner on a convnet; for a transformer, {"prefix_tokens": tokens
+    before its patch tokens, "stage_ends": {stage: layer name}}."""
+    check_is_fitted(tuner)
+    return getattr(tuner, "_transformer", None)  # None too when pickled before it existed
 
 
 def _check_validation_pair(validation_data):

@@ -55,6 +55,7 @@ class _Training:
         self.order_seed = order_seed
         self.history = {"phase": []}
         self.base = base_of(tuner.model_)
+        self.always_frozen = source.plugin.frozen_layers(source)
 
     def run(self, images, targets, sample_weight, validation):
         n_classes = len(getattr(self.tuner, "classes_", ()))
@@ -66,13 +67,13 @@ class _Training:
             self._run_phases(images, targets, sample_weight, validation)
         finally:  # temporary cache files go whatever happened
             self.cleanup()
-        _set_trainable(self.base, self.cut)
+        _set_trainable(self.base, self.cut, self.always_frozen)
         return self.history
 
     def _run_phases(self, images, targets, sample_weight, validation):
         tuner = self.tuner
         phase1_model, phase1_inputs, phase1_validation = self.phase1(images, validation)
-        _set_trainable(self.base, self.base.operations[-1].name)
+        _set_trainable(self.base, self.base.operations[-1].name, self.always_frozen)
         self.fit_phase(
             1, phase1_model, phase1_inputs, targets, sample_weight, phase1_validation,
             tuner.head_epochs, tuner.head_learning_rate, stages=0,
@@ -87,7 +88,7 @@ class _Training:
         )
         for step, epochs in zip(steps, _split_epochs(tuner.fine_tune_epochs, len(steps))):
             last_frozen = ends[len(ends) - 1 - step] if step < len(ends) else None
-            _set_trainable(self.base, last_frozen)
+            _set_trainable(self.base, last_frozen, self.always_frozen)
             multipliers = stage_multipliers(
                 _stage_variables(self.base, ends, step), tuner.lr_mult
             )
@@ -336,18 +337,20 @@ def _stage_variables(base, ends, n_trained):
         if stage == len(ends):
             break
         groups[stage].extend(getattr(operation, "trainable_variables", []))
-        if operation.name == ends[stage]:
+        # Stages may end at one block (a transformer shallower than 5 blocks).
+        while stage < len(ends) and operation.name == ends[stage]:
             stage += 1
     return groups[len(groups) - n_trained :][::-1]
 
 
-def _set_trainable(base, last_frozen):
-    """Freeze the base up to ``last_frozen`` (None: nothing), train what follows."""
+def _set_trainable(base, last_frozen, always_frozen=()):
+    """Freeze the base up to ``last_frozen`` (None: nothing), train what follows,
+    except the layers named in ``always_frozen``."""
     base.trainable = True
     frozen = last_frozen is not None
     for operation in top_operations(base):
         if hasattr(operation, "trainable"):
-            operation.trainable = not frozen
+            operation.trainable = not frozen and operation.name not in always_frozen
         if operation.name == last_frozen:
             frozen = False
 

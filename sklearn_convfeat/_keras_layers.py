@@ -92,3 +92,39 @@ def preprocessing_layer_class():
             return {**super().get_config(), "mode": self.mode}
 
     return VGGPreprocessing
+
+
+@cache
+def token_pooling_layer_class():
+    """A transformer's tokens → one vector, as the extractor pools them (registered
+    on first use): the head's input in FineTuner's network for a transformer base."""
+    import keras
+
+    from ._pooling import TokenPooling, pool
+
+    @keras.saving.register_keras_serializable(package="sklearn_convfeat")
+    class TokenPoolingLayer(keras.layers.Layer):
+        """(batch, tokens, width) → (batch, features) by ``pooling`` (a
+        :class:`~sklearn_convfeat._pooling.TokenPooling` name) after ``prefix_tokens``
+        class and register tokens."""
+
+        def __init__(self, pooling="cls+avg", prefix_tokens=1, **kwargs):
+            super().__init__(**kwargs)
+            self.pooling = pooling
+            self.prefix_tokens = prefix_tokens
+
+        def call(self, tokens):
+            return pool(tokens, TokenPooling(self.pooling, self.prefix_tokens))
+
+        def compute_output_shape(self, input_shape):
+            width = input_shape[-1]
+            return (input_shape[0], 2 * width if self.pooling == "cls+avg" else width)
+
+        def get_config(self):
+            return {
+                **super().get_config(),
+                "pooling": self.pooling,
+                "prefix_tokens": self.prefix_tokens,
+            }
+
+    return TokenPoolingLayer

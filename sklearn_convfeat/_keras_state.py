@@ -179,6 +179,7 @@ class KerasModelState:
         super().__setstate__(state)
         if data is not None:
             self._register_keras_objects()
+            _register_keras_hub(data)
             self.model_ = model_from_bytes(
                 data, what=f"The network of this saved {type(self).__name__}"
             )
@@ -238,16 +239,19 @@ class BackboneParameterState:
 
 
 def _register_keras_hub(data):
-    """Import keras-hub when a saved model is made of its classes: importing it is
-    what registers them for loading (in safe mode, as every load here)."""
+    """Import keras-hub when a saved model holds its classes: importing it is what
+    registers them for loading (in safe mode, as every load here)."""
     import io
-    import json
     import zipfile
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            module = json.loads(archive.read("config.json")).get("module", "")
-    except (zipfile.BadZipFile, KeyError, ValueError):
+            config = archive.read("config.json")
+    except (zipfile.BadZipFile, KeyError):
         return
-    if module.startswith("keras_hub"):
+    if b'"keras_hub' in config or b"sklearn_convfeat>Loadable_" in config:
         import keras_hub  # noqa: F401
+
+        from ._backbones._hub_layouts import register_loadable_layers
+
+        register_loadable_layers(config)

@@ -164,7 +164,9 @@ class BaseGraph:
 
 
 def layer_flops(layer, input_shape, output_shape):
-    """2 × multiply-adds of one layer (convolutions and dense layers), 0 otherwise."""
+    """2 × multiply-adds of one layer (convolutions, dense and einsum-dense layers),
+    0 otherwise; a layer built of other layers (a transformer block) counts theirs and
+    its attention products (see :func:`_composite_flops`)."""
     import keras
 
     input_shape = tuple(input_shape)
@@ -194,7 +196,84 @@ def layer_flops(layer, input_shape, output_shape):
         )
     if isinstance(layer, keras.layers.Dense):
         return 2 * positions * channels_in * output_shape[-1]
-    return 0
+    if isinstance(layer, keras.layers.EinsumDense):
+        return _einsum_dense_flops(layer, input_shape)
+    return _composite_flops(layer, input_shape)
+
+
+def _einsum_dense_flops(layer, input_shape):
+    """An einsum of the input and the kernel: 2 × the product of every index's size."""
+    operands = layer.equation.split("->")[0]
+    input_letters, kernel_letters = (part.strip() for part in operands.split(","))
+    shape = (1, *input_shape)  # the batch index, of size 1
+    if "..." in input_letters:  # the ellipsis stands for the leading axes
+        named = input_letters.replace("...", "")
+        input_letters = "".join(chr(0x3B1 + i) for i in range(len(shape) - len(named)))
+        input_letters += named
+    sizes = dict(zip(input_letters, shape))
+    sizes.update(zip(kernel_letters, layer.kernel.shape))
+    return 2 * math.prod(int(size) for size in sizes.values())
+
+
+def _composite_flops(layer, input_shape):
+    """FLOPs of a layer that calls other layers (keras-hub's transformer blocks,
+    embeddings and attention-pooling heads), read by tracing one symbolic call: its
+    convolution, dense and einsum-dense sublayers at the shapes they are called with,
+    and each ``MultiHeadAttention``'s two products, query · keys and scores · values
+    (2 × heads × queries × keys × (key_dim + value_dim)), which are no sublayer's.
+    Elementwise work (softmax, norms, activations, additions) is left out, as for
+    convnets. 0 for a layer without such sublayers or one that cannot be traced on
+    one input."""
+    import keras
+
+    if not isinstance(layer, keras.layers.Layer):  # an operation such as ops.add
+        return 0
+    sublayers = [
+        sublayer for sublayer in layer._flatten_layers(include_self=False, recursive=True)
+        if isinstance(sublayer, (keras.layers.MultiHeadAttention, *_counted_layers()))
+    ]
+    if not sublayers:
+        return 0
+    calls = []
+
+    def recording(sublayer, call):
+        def record(*args, **kwargs):
+            outputs = call(*args, **kwargs)
+            calls.append((sublayer, args, kwargs, outputs))
+            return outputs
+
+        return record
+
+    for sublayer in sublayers:
+        sublayer.call = recording(sublayer, sublayer.call)
+    try:
+        from keras.src.backend import compute_output_spec
+
+        compute_output_spec(layer, keras.KerasTensor((1, *input_shape)))
+    except Exception:  # noqa: BLE001  a layer needing more than one input: uncounted
+        return 0
+    finally:
+        for sublayer in sublayers:
+            del sublayer.call
+    total = 0
+    for sublayer, args, kwargs, outputs in calls:
+        if isinstance(sublayer, keras.layers.MultiHeadAttention):
+            query = args[0] if args else kwargs["query"]
+            value = args[1] if len(args) > 1 else kwargs.get("value", query)
+            total += 2 * sublayer.num_heads * math.prod(query.shape[1:-1]) * math.prod(
+                value.shape[1:-1]) * (sublayer.key_dim + (sublayer.value_dim or sublayer.key_dim))
+        else:
+            total += layer_flops(sublayer, tuple(_flat(args)[0].shape[1:]),
+                                 tuple(_flat(outputs)[0].shape[1:]))
+    return total
+
+
+def _counted_layers():
+    import keras
+
+    return (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+            keras.layers.Conv2DTranspose, keras.layers.DepthwiseConv2D,
+            keras.layers.SeparableConv2D, keras.layers.Dense, keras.layers.EinsumDense)
 
 
 def model_flops(model, input_shape):

@@ -179,7 +179,10 @@ def upload_weights(client, extractor):
     Weights drawn from a seed (``weights=None``) need nothing: each worker draws them
     again. Weights from Keras' ImageNet cache are not uploaded: each worker reads its
     own cache (``~/.keras/models``, downloading once), or the file its
-    ``SKLEARN_CONVFEAT_WEIGHTS`` names.
+    ``SKLEARN_CONVFEAT_WEIGHTS`` names. Nor are keras-hub preset folders: every worker
+    reads the folder at the path the extractor was fitted with (a built keras-hub
+    ``Backbone`` travels in the pickle, and a preset name through each worker's
+    keras-hub download cache).
 
     Parameters
     ----------
@@ -197,7 +200,8 @@ def upload_weights(client, extractor):
     Raises
     ------
     ValueError
-        If the extractor was fitted with ``weights="imagenet"`` from Keras' cache.
+        If the extractor was fitted with ``weights="imagenet"`` from Keras' cache, or
+        its backbone is a keras-hub preset folder (unless its weights are a file).
 
     See Also
     --------
@@ -221,9 +225,17 @@ def upload_weights(client, extractor):
         )
     check_is_fitted(extractor)
     source = weights_source(extractor)
+    folders = source.plugin.local_paths(source)
+    if folders and source.kind != "file":
+        raise ValueError(
+            f"`extractor`'s backbone is rebuilt from {folders[0]!r}, which "
+            "upload_weights does not ship (it ships weights files, not a backbone's "
+            "folder such as a keras-hub preset): every worker reads it at that path. "
+            "Put it on a file system every worker mounts at that path, or copy it to "
+            "that path on each worker."
+        )
     # Random weights are a seed, and a model of one's own travels in the pickle.
-    carried = source.kind == "imagenet" and source.plugin.carries_weights
-    if source.kind == "random" or carried:
+    if source.kind == "random" or _carried(source):
         return None
     if source.kind == "imagenet":
         name = source.plugin.weights_file_name(source)
@@ -239,6 +251,13 @@ def upload_weights(client, extractor):
     plugin = _WeightsUpload(source.path)
     client.register_plugin(plugin, name=plugin.name)
     return plugin.name
+
+
+def _carried(source):
+    """Whether the record itself holds the weights (a model's ``.keras`` bytes)."""
+    return source.kind == "imagenet" and (
+        source.plugin.carries_weights or source.model_data is not None
+    )
 
 
 class _WeightsUpload(WorkerPlugin):
@@ -329,7 +348,16 @@ def _for_this_process(extractor):
     """
     local = copy.copy(extractor)
     local.verbose = 0
-    path = _weights_here(weights_source(extractor))
+    source = weights_source(extractor)
+    for needed in source.plugin.local_paths(source):
+        if not os.path.exists(needed):
+            raise FileNotFoundError(
+                f"The extractor's backbone is rebuilt from {needed!r}, which is not "
+                f"on {_where()}. Put it on a file system every worker mounts at that "
+                "path, or copy it to that path on each worker (upload_weights ships "
+                "weights files, not a backbone's folder such as a keras-hub preset)."
+            )
+    path = _weights_here(source)
     if path is not None:
         try:
             local = with_weights_file(local, path)
@@ -345,8 +373,7 @@ def _for_this_process(extractor):
 
 def _weights_here(source):
     """The file to read ``source``'s weights from here, or None to use ``source``."""
-    carried = source.kind == "imagenet" and source.plugin.carries_weights
-    if source.kind == "random" or carried:
+    if source.kind == "random" or _carried(source):
         return None
     if source.kind == "file" and source.path in _UPLOADED:
         return _UPLOADED[source.path]

@@ -103,3 +103,79 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+# --- keras-hub presets ----------------------------------------------------------
+
+HUB_MEAN, HUB_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+
+def _save_preset(folder, backbone, converter):
+    backbone.save_to_preset(str(folder))
+    if converter is not None:
+        converter.save_to_preset(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def presets(tmp_path_factory):
+    """{family: preset folder}: DINOv2 with 4 registers (2 blocks, 64 wide, 56 px),
+    CLIP and SigLIP with 2-block vision towers, ViT with 3 blocks (32 px): tiny random
+    presets keras-hub itself saves, for the tests of keras-hub backbones."""
+    keras_hub = pytest.importorskip(
+        "keras_hub", reason="keras-hub backbones need the hub extra (keras-hub >= 0.32)"
+    )
+    from keras_hub.src.models.clip.clip_text_encoder import CLIPTextEncoder
+    from keras_hub.src.models.clip.clip_vision_encoder import CLIPVisionEncoder
+    from keras_hub.src.models.siglip.siglip_text_encoder import SigLIPTextEncoder
+    from keras_hub.src.models.siglip.siglip_vision_encoder import SigLIPVisionEncoder
+
+    root = tmp_path_factory.mktemp("presets")
+    tower = dict(patch_size=8, hidden_dim=32, num_layers=2, num_heads=2, intermediate_dim=64,
+                 image_shape=(32, 32, 3))
+    text = dict(vocabulary_size=50, embedding_dim=32, hidden_dim=32, num_layers=1, num_heads=2,
+                intermediate_dim=64, max_sequence_length=8)
+    return {
+        "dinov2": _save_preset(
+            root / "dinov2",
+            keras_hub.models.DINOV2Backbone(
+                patch_size=14, num_layers=2, hidden_dim=64, num_heads=2, intermediate_dim=128,
+                num_register_tokens=4, image_shape=(56, 56, 3),
+                position_embedding_shape=(56, 56, 3),
+            ),
+            keras_hub.layers.DINOV2ImageConverter(
+                image_size=(56, 56), scale=(1 / (255 * HUB_STD)).tolist(),
+                offset=(-HUB_MEAN / HUB_STD).tolist(), interpolation="bicubic",
+            ),
+        ),
+        "clip": _save_preset(
+            root / "clip",
+            keras_hub.models.CLIPBackbone(
+                vision_encoder=CLIPVisionEncoder(**tower),
+                text_encoder=CLIPTextEncoder(**text), projection_dim=16,
+            ),
+            keras_hub.layers.CLIPImageConverter(image_size=(32, 32), scale=0.0146, offset=-1.79),
+        ),
+        "siglip": _save_preset(
+            root / "siglip",
+            keras_hub.models.SigLIPBackbone(
+                vision_encoder=SigLIPVisionEncoder(**tower),
+                text_encoder=SigLIPTextEncoder(**text),
+            ),
+            keras_hub.layers.SigLIPImageConverter(image_size=(32, 32), scale=1 / 127.5, offset=-1),
+        ),
+        "vit": _save_preset(
+            root / "vit",
+            keras_hub.models.ViTBackbone(
+                image_shape=(32, 32, 3), patch_size=8, num_layers=3, num_heads=2,
+                hidden_dim=32, mlp_dim=64,
+            ),
+            None,
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def pixels():
+    """Six 40×40 RGB uint8 images, for the keras-hub backbones' tests."""
+    return np.random.default_rng(0).integers(0, 256, size=(6, 40, 40, 3), dtype=np.uint8)

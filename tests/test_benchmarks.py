@@ -134,7 +134,7 @@ TINY_RUNS = {
         # MobileNetV3Large beside VGG16 at 224 (native) gives issue 13's first ratio.
         "--backbones", "vgg16", "MobileNetV3Large", "--sizes", "32,native",
         "--images", "6", "--batch-size", "4", "--repeats", "2",
-        "--backends", "tensorflow", "--accuracy",
+        "--backends", "tensorflow", "--accuracy", "--transformers", "none",
     ],
 }
 
@@ -291,6 +291,53 @@ def test_bench_backbones(bench, dataset, smoke_results, model_cache):
     assert results["accuracy"] == {  # VGG16 only with a weights file
         "rows": [], "skipped": [{"backbone": "VGG16", "reason": "no weights file: random"}]
     }
+
+
+def test_bench_backbones_transformers(bench, dataset, tmp_path, model_cache):
+    """The keras-hub transformers' tiny shapes beside VGG16: preset folders built
+    offline, rows with their FLOPs, parameters and ratio to VGG16, folders removed."""
+    pytest.importorskip("keras_hub")
+    out = tmp_path / "backbones_hub.json"
+    labels = ["DINOv2-S/14", "SigLIP2-B/16", "CLIP-ViT-B/16"]
+    results = bench("bench_backbones").main([
+        "--data", str(dataset), "--weights", "random", "--backbones", "vgg16",
+        "--transformers", "dinov2-s/14", "siglip2_b16", "CLIP-ViT-B/16",
+        "--tiny-transformers", "--sizes", "224", "--images", "4", "--batch-size", "4",
+        "--repeats", "1", "--backends", "tensorflow", "--inputs", "paths",
+        "--out", str(out),
+    ])
+    assert json.loads(out.read_text())["rows"] == results["rows"]
+    assert results["failures"] == []
+    rows = {row["backbone"]: row for row in results["rows"]}
+    assert list(rows) == ["VGG16", *labels]
+    vgg16 = rows["VGG16"]
+    assert vgg16["vs_vgg16"] == 1 and vgg16["source"] == "keras.applications"
+    presets = {"DINOv2-S/14": "dinov2_small", "SigLIP2-B/16": "siglip2_base_patch16_224",
+               "CLIP-ViT-B/16": "clip_vit_base_patch16"}
+    for label in labels:
+        row = rows[label]
+        assert row["source"] == "keras-hub" and row["preset"] == presets[label]
+        assert row["weights"].startswith("random") and row["image_size"] == 224
+        assert row["layer"] == "final_norm" and row["n_features"] == 32  # avg, 32 wide
+        assert row["vs_vgg16"] == pytest.approx(
+            row["images_per_second"] / vgg16["images_per_second"])
+        assert row["params"] > 0 and row["rss_loaded_mb"] > 0
+        described = results["transformers"][label]
+        assert described["preset"] == presets[label] and described["tiny"]
+        assert (described["blocks"], described["width"]) == (2, 32)
+    # DINOv2 (native 518) measured at 224: 16 x 16 patches of 14 px and a class token.
+    # Dense layers (q, k, v, output; the MLP), both attention products and the patch
+    # embedding, 2 x multiply-adds, 2 blocks of width 32, MLP 64.
+    tokens, width, mlp, blocks = 16 * 16 + 1, 32, 64, 2
+    dense = 2 * blocks * tokens * (4 * width * width + 2 * width * mlp)
+    attention = 2 * blocks * 2 * tokens * tokens * width
+    patches = 2 * 16 * 16 * width * 14 * 14 * 3
+    assert rows["DINOv2-S/14"]["gflops"] * 1e9 == pytest.approx(dense + attention + patches)
+    assert rows["DINOv2-S/14"]["native"] is None  # 224 is not its native size
+    assert results["settings"]["transformers"] == labels
+    with pytest.raises(SystemExit, match="not one of"):
+        bench("bench_backbones").main(["--transformers", "dinov3", "--out",
+                                       str(tmp_path / "x.json")])
 
 
 def test_plot_results(bench, dataset, smoke_results, tmp_path, model_cache):

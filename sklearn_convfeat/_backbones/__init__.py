@@ -14,9 +14,12 @@ The sources today:
   claims every string, so that a misspelt name gets the closest names.
 - ``_own_model.py``: a user's built ``keras.Model``, identified by a sha256 over its
   configuration and weights and carried as ``.keras`` bytes.
+- ``_keras_hub.py`` (with ``_hub_layouts.py``): keras-hub's vision transformers
+  (DINOv2, ViT, CLIP's and SigLIP's vision towers) by preset name, ``kaggle://`` /
+  ``hf://`` handle, local preset folder or built ``keras_hub.models.Backbone``,
+  laid out flat with a cut point after every block.
 
-Adding a source (say keras-hub: preset names, ``kaggle://`` / ``hf://`` handles,
-local preset folders, built ``keras_hub.models.Backbone`` objects) takes one new
+Adding a source takes one new
 module with a :class:`BackboneSource` subclass and one line in ``_registry._SOURCES``
 (placed before the built-in source that would otherwise claim its values: before
 ``ApplicationsSource`` for strings, before ``OwnModelSource`` for models). The
@@ -35,7 +38,13 @@ size), ``fixed_input_size`` (a network that must be built for one size),
 ``PREPROCESSING_MODES`` value; a source with its own normalisation, such as a
 preset's ImageConverter, builds it into the base and returns ``"none"``),
 ``renames_layers``, ``carries_weights``, ``file_label``, ``weights_file_name`` (its
-pretrained weights' file name in a ``SKLEARN_CONVFEAT_WEIGHTS`` folder), and the
+pretrained weights' file name in a ``SKLEARN_CONVFEAT_WEIGHTS`` folder),
+``local_paths`` (files or folders it is rebuilt from, which cluster workers must see
+at the same paths: a preset folder); for a network whose cuts output tokens rather
+than feature maps (a transformer), ``prefix_tokens`` (class and register tokens
+before the patch tokens), ``token_count``, ``stage_ends`` (its stages, which are
+not read from downsampling), ``pooling`` (the token poolings it takes) and
+``frozen_layers`` (what FineTuner never trains); and the
 message phrases ``pretrained_description``, ``environment_file_fix`` and
 ``base_description``. Nothing else changes: the weights kinds (``"imagenet"`` for
 the source's own pretrained weights, a file, a seed), cut points, stages, pooling,

@@ -144,15 +144,56 @@ def stage_blocks(depth, n_stages=5):
 
 
 def _copy(layer, name):
-    import inspect
-
     config = {**layer.get_config(), "name": name}
     try:
         return type(layer).from_config(config)
-    except TypeError:  # a get_config that reports derived values (ViT's patching layer)
-        accepted = set(inspect.signature(type(layer).__init__).parameters)
-        accepted |= {"name", "trainable", "dtype"}
-        return type(layer)(**{key: value for key, value in config.items() if key in accepted})
+    except (TypeError, ValueError):  # keras-hub 0.32's ViT layers: see loadable_class
+        return loadable_class(type(layer)).from_config(config)
+
+
+def loadable_class(cls):
+    """A registered subclass of ``cls`` whose configuration round-trips.
+
+    Some keras-hub layers (ViT's patching layer and blocks in 0.32) put values in
+    their config that their constructor refuses, so a model holding them cannot be
+    copied or loaded. The subclass keeps only what the constructor takes.
+    """
+    import inspect
+
+    import keras
+
+    name = f"Loadable_{cls.__name__}"
+    registered = keras.saving.get_registered_object(f"sklearn_convfeat>{name}")
+    if registered is not None:
+        return registered
+    accepted = set(inspect.signature(cls.__init__).parameters) | {"name", "trainable", "dtype"}
+
+    def get_config(self):
+        return {key: value for key, value in cls.get_config(self).items() if key in accepted}
+
+    def from_config(klass, config):
+        return klass(**{key: value for key, value in config.items() if key in accepted})
+
+    subclass = type(cls.__name__, (cls,), {
+        "get_config": get_config, "from_config": classmethod(from_config),
+        "__module__": __name__,
+    })
+    return keras.saving.register_keras_serializable("sklearn_convfeat", name)(subclass)
+
+
+def register_loadable_layers(config):
+    """Register the loadable subclasses a saved model's ``config`` (the bytes of its
+    config.json) names, before loading it (a FineTuner's network in a fresh process)."""
+    import re
+    import sys
+
+    for class_name in set(re.findall(rb"sklearn_convfeat>Loadable_(\w+)", config)):
+        class_name = class_name.decode()
+        for module_name, module in list(sys.modules.items()):
+            cls = getattr(module, class_name, None) if module_name.startswith("keras_hub.src") else None
+            if isinstance(cls, type):
+                loadable_class(cls)
+                break
 
 
 def flat_base(backbone, image_shape, normalisation, name):
@@ -176,8 +217,23 @@ def flat_base(backbone, image_shape, normalisation, name):
     copies = []
     for piece_name, layer in pairs:
         copy = _copy(layer, piece_name)
+        if piece_name == "embeddings":
+            _declare_true_shape(copy, layer, image_shape)
         x = copy(x)
         copies.append((copy, layer))
     for copy, layer in copies:
         copy.set_weights(layer.get_weights())
     return keras.Model(inputs, x, name=name)
+
+
+def _declare_true_shape(copy, layer, image_shape):
+    """Make ``copy`` declare the token count ``layer`` really outputs: SigLIP's
+    embedding declares a class token it does not add (keras-hub 0.32), which would
+    make the graph's shapes disagree with the tensors (FineTuner's cached prefix)."""
+    import numpy as np
+
+    true_shape = tuple(layer(np.zeros((1, *image_shape), "float32")).shape[1:])
+    declared = tuple(copy.compute_output_shape((1, *image_shape))[1:])
+    if declared != true_shape:
+        # On this one copy only: keras-hub's class stays as it is.
+        copy.compute_output_shape = lambda input_shape: (input_shape[0], *true_shape)

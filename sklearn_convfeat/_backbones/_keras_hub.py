@@ -134,6 +134,13 @@ class HubSource(BackboneSource):
         if key not in _PRESETS:  # another process: read it again, and check it is the same
             if network.architecture is None:
                 _PRESETS[key] = _object_preset(network.model_data, network.model_sha256)
+            elif self.local_paths(network) and not os.path.isdir(network.architecture):
+                raise FileNotFoundError(
+                    f"The keras-hub preset folder {network.architecture!r} this "
+                    "estimator was fitted with is not on this machine. Copy the folder "
+                    "to that path, or fit the estimator again with backbone= its path "
+                    "here."
+                )
             elif self.resolve(network.architecture).model_sha256 != network.model_sha256:
                 raise ValueError(
                     f"The keras-hub preset {network.architecture!r} changed since this "
@@ -227,6 +234,11 @@ class HubSource(BackboneSource):
     def prefix_tokens(self, network):
         return self._preset(network).description.prefix_tokens
 
+    def frozen_layers(self, network):
+        # keras-hub saves DINOv2's position embeddings through an interpolation to
+        # their pretraining size and back, which trained values would not survive.
+        return ("embeddings",) if self._preset(network).description.family.name == "DINOv2" else ()
+
     def token_count(self, network, image_size):
         description = self._preset(network).description
         patch = description.patch_size
@@ -271,6 +283,10 @@ class HubSource(BackboneSource):
                 f" 'final_norm' of {name}, or a stage number. Got layer={layer!r}."
             )
         return TokenPooling(pooling, prefix)
+
+    def local_paths(self, network):
+        folder = network.architecture  # a folder's is absolute; names and handles are not
+        return (folder,) if folder is not None and os.path.isabs(folder) else ()
 
     def pretrained_description(self, network):
         if network.architecture is None:

@@ -107,6 +107,10 @@ class BackboneSource(ABC):
         transformer, the tokens (class, registers) before its patch tokens."""
         return None
 
+    def frozen_layers(self, network):
+        """Names of base layers FineTuner never trains (the rest follows ``unfreeze``)."""
+        return ()
+
     def token_count(self, network, image_size):
         """Tokens a transformer's blocks output for ``image_size`` images."""
         raise NotImplementedError
@@ -133,6 +137,12 @@ class BackboneSource(ABC):
         """The file name of the pretrained weights in a folder that
         ``SKLEARN_CONVFEAT_WEIGHTS`` names, or None when they never come from one."""
         return None
+
+    def local_paths(self, network):
+        """Local files or folders the network is rebuilt from (besides a weights
+        file), which another process, such as a cluster worker, must see at the same
+        paths; () when it needs none."""
+        return ()
 
     def pretrained_description(self, network):
         """Where ``weights="imagenet"`` reads from, in messages."""

@@ -154,6 +154,7 @@ class KerasAdapter(ModelAdapter):
     """A user's Sequential or Functional Keras model, nested models included."""
 
     plain = True
+    token_prefix = None  # a transformer's tokens before its patch tokens (FineTuner)
 
     def __init__(self, model, layer, *, need_layer=True, classes=None, size=None):
         import tensorflow as tf
@@ -246,10 +247,11 @@ class KerasAdapter(ModelAdapter):
 
     def _run(self, layer):
         model_ref = weakref.ref(self.model)
+        token_prefix = self.token_prefix
 
         def run(images, params, tape, channel_scale):
             model = model_ref()
-            trace = make_trace(model, layer, tape, channel_scale)
+            trace = make_trace(model, layer, tape, channel_scale, token_prefix)
             scores = logits(model, images, trace)
             if layer is not None and trace.maps is None:
                 raise ValueError(
@@ -272,29 +274,70 @@ class FineTunerAdapter(KerasAdapter):
     plain = False
 
     def __init__(self, tuner, layer, *, need_layer=True):
+        from .._finetune_base import transformer_layout
         from .._finetune_phases import base_of
 
         check_is_fitted(tuner)
+        self.transformer = transformer_layout(tuner)
+        if self.transformer is not None:
+            self.token_prefix = self.transformer["prefix_tokens"]
         if layer is not None and not isinstance(layer, str):
-            layer = _stage_end(base_of(tuner.model_), tuner.image_size_, layer)
+            layer = _stage_end(base_of(tuner.model_), tuner.image_size_, layer, self.transformer)
         super().__init__(
             tuner.model_, layer, need_layer=need_layer, classes=tuner.classes_,
             size=tuner.image_size_,
         )
         self.preprocessing = tuner.preprocessing_
 
+    def _resolve_layer(self, layer):
+        if self.transformer is None:
+            return super()._resolve_layer(layer)
+        # A transformer: the patch tokens of a block, by default the input of the
+        # last one (its class token reads the patch tokens there).
+        from .._finetune_phases import base_of
+
+        names = [op.name for op in base_of(self.model).operations]
+        token_layers = [
+            name for name in names
+            if name in ("embeddings", "embeddings_norm", "final_norm")
+            or name.startswith("block_")
+        ]
+        blocks = [name for name in token_layers if name.startswith("block_")]
+        default = blocks[-2] if len(blocks) > 1 else "embeddings"
+        if layer is None:
+            return default
+        if layer not in token_layers:
+            raise ValueError(
+                "`layer` must output the tokens of the FineTuner's transformer: one of "
+                f"{', '.join(map(repr, token_layers))}, or a stage number. Got "
+                f"{layer!r}; the default is {default!r}, the input of the last block."
+            )
+        return layer
+
     def inputs(self, images, rows, size):
         return images.take(rows, size)
 
     def blank(self, x):
-        return np.broadcast_to(blank_pixel(self.preprocessing), x.shape).astype(np.float32)
+        import keras
+
+        from .._finetune_phases import base_of
+
+        pixel = blank_pixel(self.preprocessing)
+        for operation in base_of(self.model).operations[:2]:
+            if isinstance(operation, keras.layers.Rescaling):  # a preset's converter
+                offset = np.asarray(operation.offset, np.float32)
+                pixel = -offset / np.asarray(operation.scale, np.float32)
+        return np.broadcast_to(pixel, x.shape).astype(np.float32)
 
 
-def _stage_end(base, image_size, stage):
+def _stage_end(base, image_size, stage, transformer=None):
     """The layer ending stage ``stage`` of a FineTuner's (copied) base."""
     from .._stages import BaseGraph
 
-    ends = BaseGraph(base, tuple(image_size)).stage_ends
+    if transformer is not None:
+        ends = transformer["stage_ends"]
+    else:
+        ends = BaseGraph(base, tuple(image_size)).stage_ends
     if stage not in ends:
         raise ValueError(
             f"`layer` must be a layer name or one of the stages {sorted(ends)} of the "

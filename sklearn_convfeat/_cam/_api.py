@@ -75,7 +75,10 @@ def cam(
         pipeline cut at block 5, the last convolutional layer at or before the cut
         for other pipelines. For the VGG16 models, an int N means
         ``"block{N}_pool"``. For a pipeline, the layer must be at or before the
-        extractor's cut ``layer_``.
+        extractor's cut ``layer_``. For a keras-hub transformer (pipeline or
+        FineTuner) the maps are a block's patch tokens laid out on the patch grid
+        (class and register tokens left out); None takes the input of the last block
+        up to the cut, whose class token reads the patch tokens there.
     method : str, default="gradcam"
         How the channels are weighed (each cites its paper in
         ``sklearn_convfeat._cam``'s method modules):

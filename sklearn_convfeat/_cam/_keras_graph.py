@@ -14,8 +14,11 @@ class Trace:
     ``channel_scale`` (batch, channels) multiplies the maps (Ablation-CAM)."""
 
     def __init__(self, target_layer, final_layer, final_kind, containers, tape,
-                 channel_scale=None):
+                 channel_scale=None, token_prefix=None):
         self.target_layer = target_layer
+        # A transformer's target layer outputs tokens: the maps are its patch tokens
+        # laid out on the patch grid, the tokens before them (class, registers) aside.
+        self.token_prefix = token_prefix
         self.final_layer = final_layer
         self.final_kind = final_kind
         self.containers = containers
@@ -25,12 +28,14 @@ class Trace:
         self.logits = None
 
 
-def make_trace(model, layer_name, tape=None, channel_scale=None):
+def make_trace(model, layer_name, tape=None, channel_scale=None, token_prefix=None):
     target, target_path = None, []
     if layer_name is not None:
         target, target_path = find_layer(model, layer_name)
     final_path, final, kind = final_layer(model)
-    return Trace(target, final, kind, target_path + final_path, tape, channel_scale)
+    return Trace(
+        target, final, kind, target_path + final_path, tape, channel_scale, token_prefix
+    )
 
 
 def run_model(model, x, trace):
@@ -78,12 +83,35 @@ def _run_layer(layer, trace, *args, **kwargs):
     else:  # an operation such as the + of a residual block
         outputs = layer(*args, **kwargs)
     if layer is trace.target_layer:
+        prefix = trace.token_prefix
+        maps = outputs if prefix is None else tokens_to_grid(outputs, prefix)
         if trace.channel_scale is not None:
-            outputs = outputs * trace.channel_scale[:, None, None, :]
+            maps = maps * trace.channel_scale[:, None, None, :]
         if trace.tape is not None:
-            trace.tape.watch(outputs)
-        trace.maps = outputs
+            trace.tape.watch(maps)
+        trace.maps = maps
+        # The rest of the network runs on what the maps hold, so gradients reach them.
+        outputs = maps if prefix is None else grid_to_tokens(maps, outputs[:, :prefix])
     return outputs
+
+
+def tokens_to_grid(tokens, prefix):
+    """(n, prefix + side², width) tokens → (n, side, side, width) patch grid."""
+    import tensorflow as tf
+
+    patches = tokens[:, prefix:]
+    shape = tf.shape(patches)
+    side = tf.cast(tf.round(tf.sqrt(tf.cast(shape[1], tf.float32))), tf.int32)
+    return tf.reshape(patches, (shape[0], side, side, shape[2]))
+
+
+def grid_to_tokens(grid, prefix_tokens):
+    """The inverse of :func:`tokens_to_grid`, given the tokens before the patches."""
+    import tensorflow as tf
+
+    shape = tf.shape(grid)
+    patches = tf.reshape(grid, (shape[0], shape[1] * shape[2], shape[3]))
+    return tf.concat([prefix_tokens, patches], axis=1)
 
 
 def sublayers(model):

@@ -12,8 +12,8 @@ import weakref
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
-from .._architectures import blank_pixel, preprocess
-from .._backbone import pool, pool_array
+from .._architectures import preprocess
+from .._backbone import blank_input, pool, pool_array
 from .._stages import operation_output
 from ._adapters import SUPPORTED_MODELS, ModelAdapter
 from ._compiled import compiled
@@ -84,28 +84,21 @@ class PipelineAdapter(ModelAdapter):
     """What both pipeline heads share: the base up to the cut, pooling, scalers."""
 
     def __init__(self, pipeline, layer, need_layer=True):
-        from .._extractor import feature_runner, tensorflow_runner
+        from .._extractor import feature_runner, fitted_pooling, tensorflow_runner
 
         steps = [step for _, step in pipeline.steps]
         _check_extractor(steps)
         extractor = steps[0]
         self.size = tuple(extractor.image_size_)
         self.cut = extractor.layer_
-        self.pooling = extractor.pooling
+        self.pooling = fitted_pooling(extractor)
         self.preprocessing = extractor.preprocessing_
         # The only two ways into the extractor: its own backend for the features
         # transform() gives, and TensorFlow's graph of the base for gradients.
         self.runner = feature_runner(extractor)
         self.graph_runner = tensorflow_runner(extractor)
         self.graph = self.graph_runner.entry.graph
-        if self.graph_runner.entry.prefix_tokens is not None:
-            raise ValueError(
-                "`model` must have a convolutional base for cam(): its extractor's "
-                f"backbone, {self.graph_runner.source.network}, is a vision "
-                "transformer, whose heatmaps (gradients on its patch tokens) are not "
-                "implemented yet. Explain a convnet pipeline, or read the transformer's "
-                "attention in keras-hub."
-            )
+        self.token_prefix = self.graph_runner.entry.prefix_tokens
         self.network = self.graph_runner.entry.network
         self.scale, self.shift = affine(steps[1:-1], extractor.n_features_out_)
         self.classes = np.asarray(steps[-1].classes_)
@@ -117,6 +110,8 @@ class PipelineAdapter(ModelAdapter):
     def _resolve_layer(self, layer):
         graph = self.graph
         before_cut = graph.operations[: graph.position[self.cut] + 1]
+        if self.token_prefix is not None:
+            return self._resolve_token_layer(layer, [op.name for op in before_cut])
         convs = [operation.name for operation in before_cut if is_conv(operation)]
         last_conv = convs[-1] if convs else self.cut
         if layer is None:
@@ -138,20 +133,46 @@ class PipelineAdapter(ModelAdapter):
             )
         return name
 
+    def _resolve_token_layer(self, layer, before_cut):
+        """A transformer's layer: by default the input of the last block up to the
+        cut (its class token reads the patch tokens there; pytorch-grad-cam's choice)."""
+        blocks = [name for name in before_cut if name.startswith("block_")]
+        default = blocks[-2] if len(blocks) > 1 else "embeddings"
+        if layer is None:
+            return default
+        try:
+            name = self.graph_runner.entry.resolve_layer(layer)
+        except ValueError:
+            name = None
+        token_layers = [
+            name for name in before_cut
+            if name in ("embeddings", "embeddings_norm", "final_norm") or name in blocks
+        ]
+        if name not in token_layers:
+            raise ValueError(
+                f"`layer` must output the tokens of the extractor's transformer "
+                f"({self.network}) at or before its cut, layer_={self.cut!r}: one of "
+                f"{', '.join(map(repr, token_layers))}, or a stage number. Got "
+                f"{layer!r}; the default is {default!r}, the input of the last block."
+            )
+        return name
+
     def blank(self, x):
-        return np.broadcast_to(blank_pixel(self.preprocessing), x.shape).astype(np.float32)
+        pixel = blank_input(self.graph_runner.entry, self.preprocessing)
+        return np.broadcast_to(pixel, x.shape).astype(np.float32)
 
     def _run(self, layer):
         base_ref = weakref.ref(self.graph_runner.model)
         cut_name = self.cut
         preprocessing, pooling, head = self.preprocessing, self.pooling, self._head_fn()
+        token_prefix = self.token_prefix
 
         def run(images, params, tape, channel_scale):
             import keras
 
             base = base_ref()  # built at trace time: the compiled function keeps no model
             cut = keras.Model(base.inputs, operation_output(base, cut_name))
-            trace = make_trace(cut, layer, tape, channel_scale)
+            trace = make_trace(cut, layer, tape, channel_scale, token_prefix)
             maps = run_model(cut, preprocess(images, preprocessing), trace)
             return trace.maps, head(pool(maps, pooling), params)
 
@@ -180,7 +201,7 @@ class LinearPipelineAdapter(PipelineAdapter):
 
     @property
     def analytic(self):
-        return self.layer == self.cut
+        return self.layer == self.cut and self.token_prefix is None
 
     def _head_fn(self):
         import tensorflow as tf

@@ -10,6 +10,10 @@ a folder of images or a text file listing image paths to ``.npy`` or ``.parquet`
 ``convfeat finetune DATA_DIR`` fits a :class:`FineTuner` on ``DATA_DIR/train`` (with
 ``DATA_DIR/validation`` as validation data) and reports accuracy and wall time.
 
+``convfeat compare DATA_DIR`` ranks backbones, cuts and poolings by the cross-validated
+accuracy of a probe on their features (of ``DATA_DIR/train`` when present), with a
+feature cache so that the base runs once per image and backbone.
+
 ``convfeat cam IMAGE... --model FILE -o OUT`` writes Grad-CAM overlays of a fitted model
 saved with ``sklearn_convfeat.save`` (a FineTuner or a feature pipeline) or with Keras
 (``.keras``); a pickle only with ``--trust-pickle``.
@@ -26,12 +30,13 @@ import argparse
 import os
 import sys
 
-from . import cam, evaluate, extract, finetune
+from . import cam, compare, evaluate, extract, finetune
 
 COMMANDS = {
     "extract": extract,
     "evaluate": evaluate,
     "finetune": finetune,
+    "compare": compare,
     "cam": cam,
 }
 
