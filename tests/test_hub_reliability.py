@@ -40,3 +40,13 @@ def test_compare_skips_the_poolings_a_kind_of_network_refuses(presets, pixels):
     with pytest.raises(ValueError, match="Got pooling='cls'"):
         compare_backbones(pixels, [0, 1] * 3, backbones=["vgg16"], layers=[5], poolings=["cls"],
                           cv=2, weights=None, image_size=32)
+
+
+def test_a_folder_named_like_a_keras_applications_network_is_not_a_preset(tmp_path, monkeypatch):
+    from sklearn_convfeat._backbones import find_source
+
+    (tmp_path / "vgg16").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert find_source("vgg16").name == "keras.applications"
+    (tmp_path / "my_preset").mkdir()
+    assert find_source("my_preset").name == "keras-hub"

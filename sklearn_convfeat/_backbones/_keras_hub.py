@@ -93,6 +93,8 @@ class HubSource(BackboneSource):
 
     def recognises(self, backbone):
         if isinstance(backbone, str):
+            if _is_applications_name(backbone):  # even with a folder of that name here
+                return False
             return bool(
                 _HANDLE.match(backbone)
                 or os.path.isdir(os.path.expanduser(backbone))
@@ -305,6 +307,16 @@ def _object_preset(data, sha256):
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         saved = json.loads(archive.read("config.json"))
     return _Preset({"class_name": saved["class_name"], "config": saved["config"]}, None, sha256)
+
+
+def _is_applications_name(name):
+    from ._applications import resolve_architecture
+
+    try:
+        resolve_architecture(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_class(class_name, what):
