@@ -1,5 +1,6 @@
 """Backbones compared: images/s, FLOPs, parameters and memory of ConvFeatureExtractor
-for a dozen keras.applications convnets, on each backend.
+for a dozen keras.applications convnets and five keras-hub vision transformers, on each
+backend.
 
 Question
     What does each backbone cost on this CPU when used as a frozen feature extractor,
@@ -8,7 +9,9 @@ Question
     INT8)? How do images/s follow the FLOPs per image, and what memory does each take?
     Issue 13's targets, printed as met / not met: on TensorFlow at 224 px from paths,
     MobileNetV3Large >= 10x VGG16's images/s, EfficientNetB0 >= 10x, ConvNeXtTiny
-    >= 1x.
+    >= 1x. Issue 23: what does a keras-hub vision transformer (DINOv2-S/14 and
+    B/14, SigLIP2-B/16, CLIP ViT-B/16, ViT-B/16) cost beside them, as a ratio to
+    VGG16 measured in the same run (the ``vs_vgg16`` column)?
 
 Setup
     ``--backbones`` (VGG16, ResNet50, ResNet50V2, MobileNetV2, MobileNetV3Large,
@@ -57,6 +60,43 @@ Setup
     one whose weights cannot be had is skipped, with the reason, in the results.
     ``--quick``: VGG16 and MobileNetV3Large, 16 images, 1 round, TensorFlow only (a
     smoke run, not a measurement).
+    Transformers (``--transformers``, default all five; ``none`` leaves them out):
+    this machine cannot download keras-hub's presets, so each is built from its
+    keras-hub class with the published architecture of the real preset (below),
+    random weights, and saved as a local preset folder in a temporary directory
+    (``Backbone.save_to_preset`` and the family's ``ImageConverter.save_to_preset``
+    with the preset's normalisation), which is what ``backbone=`` gets. Their rows
+    say ``"weights": "random ..."`` too, and ``transformers`` in the results file
+    holds each one's preset, class and configuration. Every transformer is measured
+    with the same ``layer=5`` (the final norm) and ``pooling="avg"`` (the mean of
+    the patch tokens; ``"cls"``, ``"cls+avg"`` and ``"embedding"`` cost the same to
+    a few per mille).
+      DINOv2-S/14   ``dinov2_small``: DINOV2Backbone, patch 14, 12 blocks, 384
+                    wide, 6 heads, MLP 1536, no registers, native 518 px (the
+                    Hugging Face checkpoint keras-hub converts; ImageNet mean and
+                    std). 224 px is a size of its own: keras-hub interpolates the
+                    position embeddings.
+      DINOv2-B/14   ``dinov2_base``: the same at 768 wide, 12 heads, MLP 3072.
+      SigLIP2-B/16  ``siglip2_base_patch16_224``: SigLIPBackbone, vision tower patch
+                    16, 12 blocks, 768 wide, 12 heads, MLP 3072, 224 px, its
+                    attention-pooling head; pixels to [-1, 1].
+      CLIP-ViT-B/16 ``clip_vit_base_patch16``: CLIPBackbone, vision tower patch 16,
+                    12 blocks, 768 wide, 12 heads, MLP 3072, quick GELU, 224 px,
+                    projection 512; CLIP's mean and std.
+      ViT-B/16      ``vit_base_patch16_224_imagenet``: ViTBackbone, patch 16, 12
+                    blocks, 768 wide, 12 heads, MLP 3072, 224 px; [-1, 1].
+    CLIP and SigLIP get a one-block text tower of a small vocabulary instead of
+    their real ones: the extractor's base is the vision tower alone (and the
+    embedding head), so the text tower changes neither the images/s, the FLOPs nor
+    the parameters measured; it only makes the preset folders smaller to write.
+    Parameter counts of the built networks equal keras-hub's metadata for the
+    DINOv2 and ViT presets (22582656, 87632640, 85798656); the ``params`` column is
+    the extractor's base at the measured size (DINOv2 at 224 px holds 257 position
+    embeddings, not 1370). ``--tiny-transformers``
+    builds the same families at 2 blocks, 32 wide (a smoke run for the tests, not a
+    measurement). GFLOPs of a transformer count its dense layers and the two
+    attention products of every block (query . keys, scores . values), which are
+    about 10 % of DINOv2-S/14's 12.2 GFLOPs at 224 px.
 
 Published reference
     Issue 13, measured on this CPU (2 cores, AVX2) with plain Keras
@@ -64,6 +104,10 @@ Published reference
     weights: VGG16 7.3 images/s, MobileNetV3Large 134, EfficientNetB0 66,
     EfficientNetV2B0 78, ResNet50 19, ConvNeXtTiny 3.4. The table's ``reference``
     column puts them beside the TensorFlow rows from arrays at 224 px.
+    Transformers: no CPU speed of theirs was measured here before. Published
+    shapes: ViT-Base is 12 layers, 768 wide, MLP 3072, 12 heads, 86 M parameters
+    (Dosovitskiy et al., ICLR 2021, Table 1); the random-weight networks built here
+    have 85.8 M without a classifier (the preset's metadata: 85798656).
 """
 
 import argparse
@@ -72,6 +116,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,7 +138,7 @@ DEFAULT_BACKBONES = [
     "InceptionV3", "NASNetMobile",
 ]
 QUICK = {"backbones": ["VGG16", "MobileNetV3Large"], "images": 16, "repeats": 1,
-         "backends": ["tensorflow"]}
+         "backends": ["tensorflow"], "transformers": []}
 BACKENDS = bench_throughput.EXTRACTOR_BACKENDS  # name -> (parameters, modules needed)
 INPUTS = ("paths", "arrays")
 LAYER, POOLING = 5, "avg"
@@ -107,9 +152,35 @@ REFERENCE = {"VGG16": 7.3, "MobileNetV3Large": 134, "EfficientNetB0": 66,
              "EfficientNetV2B0": 78, "ResNet50": 19, "ConvNeXtTiny": 3.4}
 REFERENCE_SETTING = {"backend": "tensorflow", "image_size": 224, "input": "arrays"}
 COLUMNS = ["backbone", "backend", "image_size", "input", "images_per_second",
-           "reference", "gflops", "gflop_per_s", "params_m", "rss_loaded_mb",
-           "transform_peak_mb"]
+           "vs_vgg16", "reference", "gflops", "gflop_per_s", "params_m",
+           "rss_loaded_mb", "transform_peak_mb"]
 CHILD_TIMEOUT_S = 3600
+
+# keras-hub vision transformers: the real presets' published architectures, built
+# with random weights (no download here). label -> preset, family, shape.
+_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+_CLIP = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+_HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # pixels to [-1, 1]
+_BASE = {"depth": 12, "width": 768, "heads": 12, "mlp": 3072}
+TRANSFORMERS = {
+    "DINOv2-S/14": {"preset": "dinov2_small", "family": "dinov2", "patch": 14,
+                    "depth": 12, "width": 384, "heads": 6, "mlp": 1536,
+                    "native": 518, "normalisation": _IMAGENET},
+    "DINOv2-B/14": {"preset": "dinov2_base", "family": "dinov2", "patch": 14, **_BASE,
+                    "native": 518, "normalisation": _IMAGENET},
+    "SigLIP2-B/16": {"preset": "siglip2_base_patch16_224", "family": "siglip",
+                     "patch": 16, **_BASE, "native": 224, "normalisation": _HALF},
+    "CLIP-ViT-B/16": {"preset": "clip_vit_base_patch16", "family": "clip", "patch": 16,
+                      **_BASE, "native": 224, "projection": 512,
+                      "normalisation": _CLIP},
+    "ViT-B/16": {"preset": "vit_base_patch16_224_imagenet", "family": "vit",
+                 "patch": 16, **_BASE, "native": 224, "normalisation": _HALF},
+}
+TINY_SHAPE = {"depth": 2, "width": 32, "heads": 2, "mlp": 64, "projection": 16}
+TRANSFORMER_WEIGHTS_NOTE = (
+    "random (keras-hub's initialisers): a preset folder of the real preset's "
+    "architecture, not its pretrained weights; speed does not depend on weight values"
+)
 
 
 def parse_sizes(tokens):
@@ -142,6 +213,117 @@ def resolve_backbones(names):
             )
         resolved.append(by_key[key])
     return resolved
+
+
+def resolve_transformers(names):
+    """``TRANSFORMERS`` labels of ``names`` (any case; ``all``, ``none``)."""
+    by_key = {"".join(c for c in label.lower() if c.isalnum()): label
+              for label in TRANSFORMERS}
+    resolved = []
+    for name in names:
+        key = "".join(c for c in name.lower() if c.isalnum())
+        if key == "all":
+            resolved += list(TRANSFORMERS)
+        elif key != "none":
+            if key not in by_key:
+                raise SystemExit(f"--transformers: {name!r} is not one of "
+                                 f"{', '.join(TRANSFORMERS)} (or all, none).")
+            resolved.append(by_key[key])
+    return list(dict.fromkeys(resolved))
+
+
+def _slug(label):
+    return "".join(c if c.isalnum() else "_" for c in label.lower())
+
+
+def transformer_spec(label, tiny=False):
+    """The shape ``label`` is built with: the real preset's, or the tiny one."""
+    return {**TRANSFORMERS[label], **(TINY_SHAPE if tiny else {})}
+
+
+def save_transformer_preset(label, folder, tiny=False):
+    """Build ``label``'s keras-hub backbone (random weights) and save it and its
+    ImageConverter as a local preset folder; its description for the results."""
+    import keras_hub
+    import numpy as np
+
+    spec = transformer_spec(label, tiny)
+    family, patch, size = spec["family"], spec["patch"], spec["native"]
+    shape = dict(hidden_dim=spec["width"], num_layers=spec["depth"],
+                 num_heads=spec["heads"], intermediate_dim=spec["mlp"])
+    mean, std = (np.asarray(part) for part in spec["normalisation"])
+    # The converter's x * scale + offset = (x / 255 - mean) / std, per channel.
+    normalisation = dict(scale=(1 / (255 * std)).tolist(), offset=(-mean / std).tolist())
+    # One text block of a small vocabulary: the extractor never runs the text tower.
+    text = dict(vocabulary_size=1000, num_layers=1, num_heads=2)
+    if family == "dinov2":
+        backbone = keras_hub.models.DINOV2Backbone(
+            patch_size=patch, **shape, image_shape=(size, size, 3),
+            position_embedding_shape=(size, size),
+        )
+        converter = keras_hub.layers.DINOV2ImageConverter(
+            image_size=(size, size), interpolation="bicubic", **normalisation)
+    elif family == "siglip":
+        from keras_hub.src.models.siglip.siglip_text_encoder import SigLIPTextEncoder
+        from keras_hub.src.models.siglip.siglip_vision_encoder import (
+            SigLIPVisionEncoder,
+        )
+
+        backbone = keras_hub.models.SigLIPBackbone(
+            vision_encoder=SigLIPVisionEncoder(patch_size=patch, **shape,
+                                               image_shape=(size, size, 3)),
+            # SigLIP compares the two towers' embeddings: the text one as wide.
+            text_encoder=SigLIPTextEncoder(
+                **text, embedding_dim=spec["width"], hidden_dim=spec["width"],
+                intermediate_dim=spec["mlp"], max_sequence_length=64),
+        )
+        converter = keras_hub.layers.SigLIPImageConverter(
+            image_size=(size, size), **normalisation)
+    elif family == "clip":
+        from keras_hub.src.models.clip.clip_text_encoder import CLIPTextEncoder
+        from keras_hub.src.models.clip.clip_vision_encoder import CLIPVisionEncoder
+
+        backbone = keras_hub.models.CLIPBackbone(
+            vision_encoder=CLIPVisionEncoder(patch_size=patch, **shape,
+                                             image_shape=(size, size, 3)),
+            text_encoder=CLIPTextEncoder(**text, embedding_dim=64, hidden_dim=64,
+                                         intermediate_dim=256, max_sequence_length=77),
+            projection_dim=spec["projection"],
+        )
+        converter = keras_hub.layers.CLIPImageConverter(
+            image_size=(size, size), **normalisation)
+    else:
+        backbone = keras_hub.models.ViTBackbone(
+            image_shape=(size, size, 3), patch_size=patch, num_layers=spec["depth"],
+            num_heads=spec["heads"], hidden_dim=spec["width"], mlp_dim=spec["mlp"],
+        )
+        converter = keras_hub.layers.ViTImageConverter(
+            image_size=(size, size), **normalisation)
+    backbone.save_to_preset(str(folder))
+    converter.save_to_preset(str(folder))
+    return {"preset": spec["preset"], "class": type(backbone).__name__,
+            "patch_size": patch, "blocks": spec["depth"], "width": spec["width"],
+            "heads": spec["heads"], "mlp": spec["mlp"], "native_size": size,
+            "projection": spec.get("projection") if family == "clip" else None,
+            "text_tower": ("one block, vocabulary 1000 (not the preset's; the "
+                           "extractor never runs it)") if family in ("clip", "siglip")
+            else None,
+            "tiny": tiny, "weights": TRANSFORMER_WEIGHTS_NOTE}
+
+
+def save_transformer_presets(labels, root, tiny=False):
+    """``{label: description}`` of the preset folders saved under ``root``."""
+    saved = {}
+    for label in labels:
+        saved[label] = save_transformer_preset(label, Path(root) / _slug(label), tiny)
+        print(f"preset folder of {label} (random weights): {Path(root) / _slug(label)}",
+              flush=True)
+    return saved
+
+
+def backbone_argument(name, preset_root):
+    """What ``backbone=`` gets: a keras.applications name, or a preset folder."""
+    return str(Path(preset_root) / _slug(name)) if name in TRANSFORMERS else name
 
 
 # --- the child process: one backbone on one backend ----------------------------------
@@ -179,10 +361,11 @@ def measure_child(args):
     backend, with its memory (and, with ``--facts``, its FLOPs and parameters)."""
     paths, _ = _common.load_split(args.data, "train", args.images)
     extractors, errors = {}, {}
-    sizes, native = distinct_sizes(args.child, args.sizes, paths)
+    backbone = backbone_argument(args.child, args.preset_root)
+    sizes, native = distinct_sizes(backbone, args.sizes, paths)
     for key, size in sizes.items():
         try:
-            extractors[key] = make_extractor(args.child, args.child_backend, size,
+            extractors[key] = make_extractor(backbone, args.child_backend, size,
                                              args.batch_size).fit(paths)
         except Exception as exc:  # noqa: BLE001  reported as this size's error
             errors[key] = f"{type(exc).__name__}: {exc}"[:2000]
@@ -210,7 +393,7 @@ def measure_child(args):
         if args.facts:
             try:
                 facts[key]["gflops"] = count_flops(
-                    LAYER, extractor.image_size_, backbone=args.child) / 1e9
+                    LAYER, extractor.image_size_, backbone=backbone) / 1e9
             except Exception as exc:  # noqa: BLE001  the timings still count
                 errors[f"count_flops {key}"] = f"{type(exc).__name__}: {exc}"[:2000]
     if args.facts and extractors:
@@ -240,7 +423,8 @@ def run_child(args, backbone, backend, facts):
         sys.executable, __file__, "--child", backbone, "--child-backend", backend,
         "--data", str(args.data), "--images", str(args.images), "--sizes", sizes,
         "--batch-size", str(args.batch_size), "--inputs", *args.inputs,
-    ] + (["--facts"] if facts else [])
+    ] + (["--facts"] if facts else []) + (
+        ["--preset-root", str(args.preset_root)] if backbone in TRANSFORMERS else [])
     try:
         done = subprocess.run(command, capture_output=True, text=True,
                               env=child_environment(), timeout=args.child_timeout,
@@ -259,7 +443,7 @@ def run_child(args, backbone, backend, facts):
 def measure(args):
     """Every (backbone, backend) child, ``--repeats`` interleaved rounds; the per-run
     results grouped by (backbone, backend)."""
-    runs = {(backbone, backend): [] for backbone in args.backbones
+    runs = {(backbone, backend): [] for backbone in [*args.backbones, *args.transformers]
             for backend in args.backends}
     for round_index in range(args.repeats):
         for (backbone, backend), done in runs.items():
@@ -302,7 +486,18 @@ def summarize(runs):
             size_facts = facts[backbone].get(str(size), {})
             rows.append(make_row(backbone, backend, size, kind, times, completed,
                                  size_facts, facts[backbone].get("params")))
+    add_vgg16_ratios(rows)
     return rows, failures, facts
+
+
+def add_vgg16_ratios(rows):
+    """``vs_vgg16``: each row's images/s over VGG16's in the same run, backend,
+    image size and input (None without such a VGG16 row)."""
+    vgg16 = {(row["backend"], row["image_size"], row["input"]): row["images_per_second"]
+             for row in rows if row["backbone"] == "VGG16"}
+    for row in rows:
+        reference = vgg16.get((row["backend"], row["image_size"], row["input"]))
+        row["vs_vgg16"] = row["images_per_second"] / reference if reference else None
 
 
 def make_row(backbone, backend, size, kind, times, completed, size_facts, params):
@@ -327,7 +522,9 @@ def make_row(backbone, backend, size, kind, times, completed, size_facts, params
         "n_features": size_facts.get("n_features"),
         "rss_loaded_mb": max(result["rss_loaded_mb"] for result in completed),
         "transform_peak_mb": max(result["transform_peak_mb"] for result in completed),
-        "weights": WEIGHTS_NOTE,
+        "source": "keras-hub" if backbone in TRANSFORMERS else "keras.applications",
+        "preset": TRANSFORMERS[backbone]["preset"] if backbone in TRANSFORMERS else None,
+        "weights": TRANSFORMER_WEIGHTS_NOTE if backbone in TRANSFORMERS else WEIGHTS_NOTE,
     }
     if all(row[key] == value for key, value in REFERENCE_SETTING.items()):
         row["reference"] = REFERENCE.get(backbone)
@@ -459,6 +656,15 @@ def main(argv=None):
                            help="test images scored (default: all)")
     arguments.add_argument("--accuracy-size", default="150",
                            help="image size of the accuracy runs: pixels or 'native'")
+    arguments.add_argument("--transformers", nargs="*", default=["all"],
+                           help="keras-hub transformer shapes, random weights: "
+                           f"{', '.join(TRANSFORMERS)}, 'all' (default) or 'none'")
+    arguments.add_argument("--tiny-transformers", action="store_true",
+                           help="the transformer families at 2 blocks, 32 wide: a "
+                           "smoke run, not a measurement")
+    arguments.add_argument("--preset-root",
+                           help="folder for the transformers' preset folders (default: "
+                           "a temporary one, removed at the end)")
     arguments.add_argument("--child-timeout", type=int, default=CHILD_TIMEOUT_S)
     arguments.add_argument("--child", help=argparse.SUPPRESS)
     arguments.add_argument("--child-backend", help=argparse.SUPPRESS)
@@ -475,6 +681,7 @@ def main(argv=None):
         for name, value in QUICK.items():
             setattr(args, name, value)
     args.backbones = resolve_backbones(args.backbones)
+    args.transformers = resolve_transformers(args.transformers)
     args.accuracy_backbones = resolve_backbones(args.accuracy_backbones)
     try:
         (args.accuracy_size,) = parse_sizes([args.accuracy_size])
@@ -486,12 +693,21 @@ def main(argv=None):
     ]
 
     args.accuracy = args.accuracy or args.accuracy_only
-    runs = {} if args.accuracy_only else measure(args)
+    if args.accuracy_only:
+        args.transformers = []
+    with tempfile.TemporaryDirectory(prefix="bench_backbones_presets_") as scratch:
+        if args.transformers:
+            args.preset_root = args.preset_root or scratch
+            transformers = save_transformer_presets(args.transformers, args.preset_root,
+                                                    args.tiny_transformers)
+        else:
+            transformers = {}
+        runs = {} if args.accuracy_only else measure(args)
     rows, failures, facts = summarize(runs)
     print(f"\n{rows[0]['images'] if rows else args.images} images of train/, "
           f"layer {LAYER} + {POOLING} pooling, batch {args.batch_size}, random "
           f"weights, median of {args.repeats} round(s), one process per backbone "
-          "and backend")
+          "and backend; vs_vgg16: images/s over VGG16's in this run")
     _common.print_table(rows, COLUMNS)
     for failure in failures:
         print(f"FAILED {failure['backbone']} on {failure['backend']}"
@@ -500,10 +716,11 @@ def main(argv=None):
     targets = check_targets(rows)
     print_targets(targets)
     settings = {key: value for key, value in vars(args).items()
-                if key not in ("out", "child", "child_backend", "facts")}
+                if key not in ("out", "child", "child_backend", "facts", "preset_root")}
     settings["sizes"] = ["native" if size is None else size for size in args.sizes]
     results = {"settings": settings, "weights": WEIGHTS_NOTE, "rows": rows,
                "failures": failures, "facts": facts, "targets": targets,
+               "transformers": transformers,
                "reference": {"source": "issue 13: Keras predict_on_batch, batch 32, "
                              "arrays, 224 px, random weights, this CPU",
                              "images_per_second": REFERENCE}}

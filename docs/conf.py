@@ -13,6 +13,7 @@ on generated images otherwise.
 """
 
 import importlib
+import importlib.util
 import os
 import re
 import sys
@@ -62,6 +63,9 @@ def _importable(module):
 OPTIONAL_PAGES = {
     "scale_out": (DOCS / "scale_out.md").is_file(),
     "api_dask": _importable("sklearn_convfeat.dask"),
+    # The keras-hub example needs the hub extra (keras-hub, Python >= 3.11); without
+    # it the gallery leaves the example out (sphinx_gallery_conf's ignore_pattern).
+    "auto_examples/plot_hub_preset": importlib.util.find_spec("keras_hub") is not None,
 }
 exclude_patterns += [
     f"{page}.*" for page, present in OPTIONAL_PAGES.items() if not present
@@ -116,6 +120,8 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "capture_repr": (),  # print() what a reader should see, not reprs of titles
     "within_subsection_order": "FileNameSortKey",
+    "ignore_pattern": r"__init__\.py"
+    + ("" if OPTIONAL_PAGES["auto_examples/plot_hub_preset"] else r"|plot_hub_preset\.py"),
 }
 
 # -- HTML ------------------------------------------------------------------------------
@@ -142,7 +148,7 @@ def _leave_out_missing_pages(app, docname, source):
         if present:
             continue
         text = re.sub(rf"(?m)^\s*{page}\s*$\n?", "", source[0])
-        source[0] = re.sub(rf"\[([^\]]*)\]\({page}\.md[^)]*\)", r"\1", text)
+        source[0] = re.sub(rf"\[([^\]]*)\]\({page}\.(?:md|rst)[^)]*\)", r"\1", text)
 
 
 # numpydoc sections whose unindented lines are "name : type" or a return type alone.

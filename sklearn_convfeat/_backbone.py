@@ -231,8 +231,9 @@ def cut_model(entry, layer):
 def count_flops(layer=5, image_size=(150, 150), *, backbone="vgg16"):
     """Floating-point operations of a convolutional base up to ``layer`` for one image.
 
-    Multiply-adds × 2 of its convolutions (standard, depthwise, separable) and dense
-    layers, read from the network's graph; normalisation, activations, pooling and
+    Multiply-adds × 2 of its convolutions (standard, depthwise, separable), dense
+    layers and, in a transformer's blocks, its attention's two matrix products, read
+    from the network's graph; normalisation, activations, pooling and
     additions are left out (a few % of the work at most). This is the arithmetic an
     exact forward pass cannot avoid, so ``count_flops / (the machine's FLOP/s)``
     bounds its images per second.

@@ -14,7 +14,9 @@ machine.
     test_accuracy | test | .3f
 
 ``bench`` role: ``{bench}`bench_gridsearch.json:ratio:.1f``` is that value, formatted.
-Dotted paths take dict keys and list indices (``rows.0.seconds``).
+Dotted paths take dict keys, list indices (``rows.0.seconds``) and, in a list, the
+first dict whose keys have the given values, ``&``-separated
+(``rows.backbone=ViT-B/16&input=paths.vs_vgg16``).
 """
 
 import json
@@ -36,7 +38,15 @@ def _results(env, name):
 
 def _lookup(data, dotted):
     for key in dotted.split("."):
-        if isinstance(data, list):
+        if isinstance(data, list) and "=" in key:  # the first row with those values
+            rows = [
+                row for row in data
+                if isinstance(row, dict) and all(_matches(row, part) for part in key.split("&"))
+            ]
+            if not rows:
+                raise KeyError(dotted)
+            data = rows[0]
+        elif isinstance(data, list):
             data = data[int(key)]
         elif isinstance(data, dict) and key in data:
             data = data[key]
