@@ -105,6 +105,24 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+def in_fresh_process(estimator, method, X, tmp_path):
+    """``getattr(estimator, method)(X)`` in a new Python process that unpickles it."""
+    import pickle
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "fresh_x.npy", X)
+    script = (
+        "import pickle, sys, numpy as np; e = pickle.load(sys.stdin.buffer); "
+        f"np.save({str(tmp_path / 'fresh_out.npy')!r}, "
+        f"e.{method}(np.load({str(tmp_path / 'fresh_x.npy')!r})))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(estimator),
+                         capture_output=True, timeout=300)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    return np.load(tmp_path / "fresh_out.npy")
+
+
 # --- keras-hub presets ----------------------------------------------------------
 
 HUB_MEAN, HUB_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])

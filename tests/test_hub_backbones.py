@@ -20,6 +20,8 @@ keras_hub = pytest.importorskip(
     "keras_hub", reason="keras-hub backbones need the hub extra (keras-hub >= 0.32)"
 )
 
+from conftest import in_fresh_process  # noqa: E402
+
 from sklearn_convfeat import ConvFeatureExtractor, load, save  # noqa: E402
 from sklearn_convfeat._backbones._hub_layouts import stage_blocks  # noqa: E402
 from sklearn_convfeat._images import check_images  # noqa: E402
@@ -148,15 +150,8 @@ def test_grid_search_over_layer_runs_the_base_once_per_image(
 def test_pickle_into_a_fresh_process_clone_and_skops(presets, pixels, tmp_path):
     extractor = _extractor(presets["dinov2"], layer=3, pooling="cls+avg").fit(pixels)
     expected = extractor.transform(pixels)
-    np.save(tmp_path / "x.npy", pixels)
-    script = (
-        "import pickle, sys, numpy as np; e = pickle.load(sys.stdin.buffer); "
-        f"np.save({str(tmp_path / 'f.npy')!r}, e.transform(np.load({str(tmp_path / 'x.npy')!r})))"
-    )
-    run = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(extractor),
-                         capture_output=True, timeout=300)
-    assert run.returncode == 0, run.stderr.decode()[-2000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), expected)
+    fresh = in_fresh_process(extractor, "transform", pixels, tmp_path)
+    np.testing.assert_array_equal(fresh, expected)
     assert clone(extractor).get_params()["backbone"] == presets["dinov2"]
     pipe = Pipeline([("feat", clone(extractor)), ("clf", LogisticRegression())])
     pipe.fit(pixels, [0, 1] * 3)

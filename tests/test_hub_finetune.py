@@ -3,13 +3,13 @@ blocks train, the head reads the class and mean patch tokens (or CLIP's and SigL
 image embedding), and the fitted network saves, loads and explains."""
 
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 pytest.importorskip("keras_hub", reason="keras-hub backbones need the hub extra")
+
+from conftest import in_fresh_process  # noqa: E402
 
 from sklearn_convfeat import FineTuner, FineTunerRegressor, cam  # noqa: E402
 
@@ -54,15 +54,8 @@ def test_every_stage_trains_but_dinov2_position_embeddings(presets, pixels):
 def test_a_fitted_transformer_tuner_loads_in_a_fresh_process(presets, pixels, tmp_path):
     tuner = FineTuner(backbone=presets["vit"], unfreeze=1, **SMALL).fit(pixels, Y)
     expected = tuner.predict_proba(pixels)
-    np.save(tmp_path / "x.npy", pixels)
-    script = (
-        "import pickle, sys, numpy as np; t = pickle.load(sys.stdin.buffer); "
-        f"np.save({str(tmp_path / 'p.npy')!r}, t.predict_proba(np.load({str(tmp_path / 'x.npy')!r})))"
-    )
-    run = subprocess.run([sys.executable, "-c", script], input=pickle.dumps(tuner),
-                         capture_output=True, timeout=300)
-    assert run.returncode == 0, run.stderr.decode()[-2000:]
-    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), expected)
+    fresh = in_fresh_process(tuner, "predict_proba", pixels, tmp_path)
+    np.testing.assert_array_equal(fresh, expected)
 
 
 def test_regressor(presets, pixels):
