@@ -1,3 +1,4 @@
+import contextlib
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
@@ -103,6 +104,20 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if marker in item.keywords:
                 item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def fresh_keras_home(tmp_path_factory):
+    """A fresh KERAS_HOME (cluster workers inherit it), the export caches emptied
+    before and after; yields the folder the exports land in."""
+    from sklearn_convfeat import _backends
+
+    home = tmp_path_factory.mktemp("keras_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KERAS_HOME", str(home))
+        _backends.clear_cache()
+        yield home / "sklearn_convfeat"
+    _backends.clear_cache()
 
 
 def in_fresh_process(estimator, method, X, tmp_path):

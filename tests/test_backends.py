@@ -15,6 +15,7 @@ import textwrap
 import joblib
 import numpy as np
 import pytest
+from conftest import fresh_keras_home
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -55,12 +56,8 @@ Y = np.array([0, 1] * 4)
 @pytest.fixture(scope="module", autouse=True)
 def keras_home(tmp_path_factory):
     """A fresh KERAS_HOME for the module's exports; the folder they land in."""
-    home = tmp_path_factory.mktemp("keras_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KERAS_HOME", str(home))
-        _backends.clear_cache()
-        yield home / "sklearn_convfeat"
-    _backends.clear_cache()
+    with fresh_keras_home(tmp_path_factory) as folder:
+        yield folder
 
 
 @pytest.fixture(params=list(BACKENDS))

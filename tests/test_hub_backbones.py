@@ -20,7 +20,7 @@ keras_hub = pytest.importorskip(
     "keras_hub", reason="keras-hub backbones need the hub extra (keras-hub >= 0.32)"
 )
 
-from conftest import in_fresh_process  # noqa: E402
+from conftest import fresh_keras_home, in_fresh_process  # noqa: E402
 
 from sklearn_convfeat import ConvFeatureExtractor, load, save  # noqa: E402
 from sklearn_convfeat._backbones._hub_layouts import stage_blocks  # noqa: E402
@@ -281,14 +281,8 @@ EXPORTED = ("onnxruntime", "openvino")
 @pytest.fixture(scope="module")
 def hub_keras_home(tmp_path_factory):
     """A fresh KERAS_HOME for the exports of these tests (cluster workers inherit it)."""
-    from sklearn_convfeat import _backends
-
-    home = tmp_path_factory.mktemp("keras_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KERAS_HOME", str(home))
-        _backends.clear_cache()
-        yield home / "sklearn_convfeat"
-    _backends.clear_cache()
+    with fresh_keras_home(tmp_path_factory) as folder:
+        yield folder
 
 
 @pytest.fixture(params=EXPORTED)
