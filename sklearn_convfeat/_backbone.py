@@ -271,15 +271,15 @@ def count_flops(layer=5, image_size=(150, 150), *, backbone="vgg16"):
     return int(model_flops(cut_model(entry, name), (*image_size, 3)))
 
 
-def blank_input(entry, preprocessing):
-    """The RGB pixel the base sees as 0 once ``preprocessing`` and the base's own
-    input normalisation (a keras-hub preset's ImageConverter) have been applied."""
+def blank_input(base, preprocessing):
+    """The RGB pixel the Keras ``base`` sees as 0 once ``preprocessing`` and the base's
+    own input normalisation (a keras-hub preset's ImageConverter) have been applied."""
     import keras
     import numpy as np
 
     from ._architectures import blank_pixel
 
-    for operation in entry.graph.operations[:2]:
+    for operation in base.operations[:2]:
         if isinstance(operation, keras.layers.Rescaling):  # x * scale + offset = 0
             scale = np.asarray(operation.scale, dtype=np.float32)
             offset = np.asarray(operation.offset, dtype=np.float32)

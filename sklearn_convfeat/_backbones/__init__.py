@@ -63,6 +63,7 @@ from ._applications import (
     needs_fixed_size,
     resolve_architecture,
 )
+from ._hub_layouts import token_layers
 from ._own_model import OwnModelSource, own_model_copy, own_model_identity
 from ._registry import (
     backbone_sources,
@@ -95,5 +96,6 @@ __all__ = [
     "resolve_architecture",
     "resolve_backbone",
     "source_named",
+    "token_layers",
     "unregister_source",
 ]

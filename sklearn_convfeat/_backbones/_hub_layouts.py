@@ -137,6 +137,20 @@ def describe(config):
     )
 
 
+def outputs_tokens(name):
+    """Whether the flat base's layer ``name`` outputs tokens (not the image, nor the
+    image embedding)."""
+    return name in ("embeddings", "embeddings_norm", "final_norm") or name.startswith("block_")
+
+
+def token_layers(names):
+    """(the layers of ``names`` that output tokens, the input of the last block among
+    them: where a class token reads the patch tokens, CAM's default layer)."""
+    layers = [name for name in names if outputs_tokens(name)]
+    blocks = [name for name in layers if name.startswith("block_")]
+    return layers, blocks[-2] if len(blocks) > 1 else "embeddings"
+
+
 def stage_blocks(depth, n_stages=5):
     """Blocks ending stages 1..n_stages - 1: stage N ends after block round(N·D/5),
     never before block 1 (stage 5 ends at the final norm)."""

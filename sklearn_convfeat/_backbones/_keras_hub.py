@@ -21,7 +21,14 @@ import json
 import os
 import re
 
-from ._hub_layouts import FAMILIES, SUPPORTED_CLASSES, describe, flat_base, stage_blocks
+from ._hub_layouts import (
+    FAMILIES,
+    SUPPORTED_CLASSES,
+    describe,
+    flat_base,
+    outputs_tokens,
+    stage_blocks,
+)
 from ._source import BackboneSource, Network
 
 _EXTRA = 'pip install "sklearn-convfeat[hub]"'
@@ -276,9 +283,7 @@ class HubSource(BackboneSource):
                 "pools its tokens with an attention head). Use pooling='avg' or "
                 "'embedding'."
             )
-        elif not (layer == "embeddings" or layer.startswith("block_") or layer in (
-            "embeddings_norm", "final_norm"
-        )):
+        elif not outputs_tokens(layer):
             raise ValueError(
                 f"`layer` must output tokens for pooling={pooling!r}: one of "
                 f"'embeddings', 'block_1' … 'block_{self._preset(network).description.depth}',"

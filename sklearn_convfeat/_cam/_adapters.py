@@ -12,6 +12,8 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .._architectures import blank_pixel
+from .._backbone import blank_input
+from .._backbones import token_layers
 from .._decode import resize, to_rgb
 from .._images import ImageArray
 from ._compiled import compile_forward, compile_gradients, compile_logits, compiled
@@ -296,20 +298,13 @@ class FineTunerAdapter(KerasAdapter):
         # last one (its class token reads the patch tokens there).
         from .._finetune_phases import base_of
 
-        names = [op.name for op in base_of(self.model).operations]
-        token_layers = [
-            name for name in names
-            if name in ("embeddings", "embeddings_norm", "final_norm")
-            or name.startswith("block_")
-        ]
-        blocks = [name for name in token_layers if name.startswith("block_")]
-        default = blocks[-2] if len(blocks) > 1 else "embeddings"
+        layers, default = token_layers(op.name for op in base_of(self.model).operations)
         if layer is None:
             return default
-        if layer not in token_layers:
+        if layer not in layers:
             raise ValueError(
                 "`layer` must output the tokens of the FineTuner's transformer: one of "
-                f"{', '.join(map(repr, token_layers))}, or a stage number. Got "
+                f"{', '.join(map(repr, layers))}, or a stage number. Got "
                 f"{layer!r}; the default is {default!r}, the input of the last block."
             )
         return layer
@@ -318,15 +313,12 @@ class FineTunerAdapter(KerasAdapter):
         return images.take(rows, size)
 
     def blank(self, x):
-        import keras
-
         from .._finetune_phases import base_of
 
-        pixel = blank_pixel(self.preprocessing)
-        for operation in base_of(self.model).operations[:2]:
-            if isinstance(operation, keras.layers.Rescaling):  # a preset's converter
-                offset = np.asarray(operation.offset, np.float32)
-                pixel = -offset / np.asarray(operation.scale, np.float32)
+        if self.transformer is None:
+            pixel = blank_pixel(self.preprocessing)
+        else:  # the preset's ImageConverter begins the base
+            pixel = blank_input(base_of(self.model), self.preprocessing)
         return np.broadcast_to(pixel, x.shape).astype(np.float32)
 
 

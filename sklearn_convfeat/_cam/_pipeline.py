@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._architectures import preprocess
 from .._backbone import blank_input, pool, pool_array
+from .._backbones import token_layers
 from .._stages import operation_output
 from ._adapters import SUPPORTED_MODELS, ModelAdapter
 from ._compiled import compiled
@@ -136,29 +137,24 @@ class PipelineAdapter(ModelAdapter):
     def _resolve_token_layer(self, layer, before_cut):
         """A transformer's layer: by default the input of the last block up to the
         cut (its class token reads the patch tokens there; pytorch-grad-cam's choice)."""
-        blocks = [name for name in before_cut if name.startswith("block_")]
-        default = blocks[-2] if len(blocks) > 1 else "embeddings"
+        layers, default = token_layers(before_cut)
         if layer is None:
             return default
         try:
             name = self.graph_runner.entry.resolve_layer(layer)
         except ValueError:
             name = None
-        token_layers = [
-            name for name in before_cut
-            if name in ("embeddings", "embeddings_norm", "final_norm") or name in blocks
-        ]
-        if name not in token_layers:
+        if name not in layers:
             raise ValueError(
                 f"`layer` must output the tokens of the extractor's transformer "
                 f"({self.network}) at or before its cut, layer_={self.cut!r}: one of "
-                f"{', '.join(map(repr, token_layers))}, or a stage number. Got "
+                f"{', '.join(map(repr, layers))}, or a stage number. Got "
                 f"{layer!r}; the default is {default!r}, the input of the last block."
             )
         return name
 
     def blank(self, x):
-        pixel = blank_input(self.graph_runner.entry, self.preprocessing)
+        pixel = blank_input(self.graph_runner.model, self.preprocessing)
         return np.broadcast_to(pixel, x.shape).astype(np.float32)
 
     def _run(self, layer):
