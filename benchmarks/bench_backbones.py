@@ -26,9 +26,25 @@ Setup
     Backends (``--backends``, default every one whose packages are installed):
     tensorflow, onnxruntime, openvino, openvino-int8 (``quantize="int8"``,
     calibrated in ``fit`` on the timed images themselves: the INT8 graph, and so its
-    speed, does not depend on what it was calibrated on). Exports and calibration
-    happen in ``fit`` (or come from the disk cache, ``$KERAS_HOME/sklearn_convfeat``,
-    up to a few hundred MB per backbone and size) and are never timed.
+    speed, does not depend on what it was calibrated on); on request also
+    ``auto`` (the default ``backend="auto"``; ``backend_`` says what it ran) and
+    ``tensorflow-unfolded`` (TensorFlow without batch norms folded into the
+    convolutions before them, to measure what folding gains). Exports and
+    calibration happen in ``fit`` and are never timed in images/s: every run starts
+    from a fresh ``KERAS_HOME`` (``--keep-exports`` uses one's own), so round 1's
+    ``fit`` of an exported backend includes the export (``fit_first_s``; later
+    rounds load it from disk), and ``auto``, listed last, finds the exports the
+    other backends made, as after a user's first large job.
+    ``--check-agreement``: in round 1, each backend other than TensorFlow also
+    computes TensorFlow's FP32 features of the same images (the same seeded
+    weights) and reports the largest difference relative to the largest feature
+    (``max_relative_error``) and the least per-image cosine similarity
+    (``cosine_min``). With random weights this shows that two runtimes compute the
+    same function, and how far INT8 rounding moves the features; it cannot show
+    what INT8 costs in accuracy (``bench_quantize.py`` does, on the real VGG16), and
+    where random weights make the last stages' activations vanish (EfficientNet:
+    ``reference_max_abs`` near 1e-9), the cosine of noise-sized features says
+    little: ``--layer`` (5) cuts every base at another stage.
     Inputs: ``--images`` (96) images of cats_and_dogs_small/train, evenly spaced,
       paths   the JPEG paths: ``transform`` decodes and resizes them in its background
               thread while the base runs: the end-to-end rate;
@@ -139,7 +155,10 @@ DEFAULT_BACKBONES = [
 ]
 QUICK = {"backbones": ["VGG16", "MobileNetV3Large"], "images": 16, "repeats": 1,
          "backends": ["tensorflow"], "transformers": []}
-BACKENDS = bench_throughput.EXTRACTOR_BACKENDS  # name -> (parameters, modules needed)
+# name -> (parameters, modules needed); "auto" is the default, ``backend_`` what ran.
+# "tensorflow-unfolded": TensorFlow without folding batch norms into convolutions.
+BACKENDS = {**bench_throughput.EXTRACTOR_BACKENDS, "auto": ({"backend": "auto"}, ()),
+            "tensorflow-unfolded": ({"backend": "tensorflow"}, ())}
 INPUTS = ("paths", "arrays")
 LAYER, POOLING = 5, "avg"
 WEIGHTS_NOTE = "random (seeded); speed does not depend on weight values"
@@ -151,8 +170,8 @@ TARGET_SETTING = {"backend": "tensorflow", "image_size": 224, "input": "paths"}
 REFERENCE = {"VGG16": 7.3, "MobileNetV3Large": 134, "EfficientNetB0": 66,
              "EfficientNetV2B0": 78, "ResNet50": 19, "ConvNeXtTiny": 3.4}
 REFERENCE_SETTING = {"backend": "tensorflow", "image_size": 224, "input": "arrays"}
-COLUMNS = ["backbone", "backend", "image_size", "input", "images_per_second",
-           "vs_vgg16", "reference", "gflops", "gflop_per_s", "params_m",
+COLUMNS = ["backbone", "backend", "backend_", "image_size", "input", "images_per_second",
+           "vs_vgg16", "vs_tensorflow", "fit_first_s", "cosine_min", "max_relative_error", "reference", "gflops", "gflop_per_s", "params_m",
            "rss_loaded_mb", "transform_peak_mb"]
 CHILD_TIMEOUT_S = 3600
 
@@ -329,11 +348,11 @@ def backbone_argument(name, preset_root):
 # --- the child process: one backbone on one backend ----------------------------------
 
 
-def make_extractor(backbone, backend, size, batch_size):
+def make_extractor(backbone, backend, size, batch_size, layer=LAYER):
     parameters, _ = BACKENDS[backend]
     return ConvFeatureExtractor(
         backbone=backbone, weights=None, random_state=0, image_size=size,
-        layer=LAYER, pooling=POOLING, batch_size=batch_size, **parameters,
+        layer=layer, pooling=POOLING, batch_size=batch_size, **parameters,
     )
 
 
@@ -360,13 +379,19 @@ def measure_child(args):
     """In a fresh process: one round of every size and input of one backbone and
     backend, with its memory (and, with ``--facts``, its FLOPs and parameters)."""
     paths, _ = _common.load_split(args.data, "train", args.images)
+    if args.child_backend == "tensorflow-unfolded":
+        from sklearn_convfeat import _fast_ops
+
+        _fast_ops.FOLD_BATCH_NORMS = False
     extractors, errors = {}, {}
     backbone = backbone_argument(args.child, args.preset_root)
     sizes, native = distinct_sizes(backbone, args.sizes, paths)
+    fit_seconds = {}
     for key, size in sizes.items():
         try:
-            extractors[key] = make_extractor(backbone, args.child_backend, size,
-                                             args.batch_size).fit(paths)
+            extractors[key], fit_seconds[key] = _common.timed(make_extractor(
+                backbone, args.child_backend, size, args.batch_size, args.layer).fit,
+                paths)
         except Exception as exc:  # noqa: BLE001  reported as this size's error
             errors[key] = f"{type(exc).__name__}: {exc}"[:2000]
     for extractor in extractors.values():  # tracing, compiling, decoder thread
@@ -385,15 +410,21 @@ def measure_child(args):
             methods.append({"size": key, "image_size": extractor.image_size_[0],
                             "input": kind, "seconds": seconds})
     peak = bench_memory.status_mb("VmHWM") if peak_reset else bench_memory.ru_maxrss_mb()
-    facts = {}
+    facts, runs = {}, {}
     for key, extractor in extractors.items():
+        runs[key] = {"fit_seconds": fit_seconds[key], "backend_": extractor.backend_}
+        if args.agreement and extractor.backend_ != "tensorflow":
+            try:
+                runs[key].update(agreement(extractor, backbone, paths))
+            except Exception as exc:  # noqa: BLE001  the timings still count
+                errors[f"agreement {key}"] = f"{type(exc).__name__}: {exc}"[:2000]
         facts[key] = {"image_size": extractor.image_size_[0], "native": native[key],
                       "preprocessing": extractor.preprocessing_,
                       "layer": extractor.layer_, "n_features": extractor.n_features_out_}
         if args.facts:
             try:
                 facts[key]["gflops"] = count_flops(
-                    LAYER, extractor.image_size_, backbone=backbone) / 1e9
+                    args.layer, extractor.image_size_, backbone=backbone) / 1e9
             except Exception as exc:  # noqa: BLE001  the timings still count
                 errors[f"count_flops {key}"] = f"{type(exc).__name__}: {exc}"[:2000]
     if args.facts and extractors:
@@ -403,13 +434,32 @@ def measure_child(args):
         facts["params"] = tensorflow_runner(
             next(iter(extractors.values()))).model.count_params()
     return {"images": len(paths), "methods": methods, "errors": errors, "facts": facts,
-            "rss_loaded_mb": rss_loaded, "transform_peak_mb": peak}
+            "runs": runs, "rss_loaded_mb": rss_loaded, "transform_peak_mb": peak}
 
 
-def child_environment():
-    """This environment, importing the same sklearn_convfeat as this process."""
+def agreement(extractor, backbone, paths):
+    """How ``extractor``'s features (another backend than TensorFlow) compare with
+    TensorFlow's FP32 ones for the same weights and images: the largest difference
+    relative to the largest feature, and each image's cosine similarity."""
+    import numpy as np
+
+    reference = make_extractor(backbone, "tensorflow", extractor.image_size_[0],
+                               extractor.batch_size, extractor.layer).fit(paths)
+    reference = reference.transform(paths)
+    features = extractor.transform(paths)
+    norms = np.linalg.norm(features, axis=1) * np.linalg.norm(reference, axis=1)
+    cosine = np.sum(features * reference, axis=1) / np.maximum(norms, 1e-30)
+    return {"max_relative_error": float(np.abs(features - reference).max()
+                                        / np.abs(reference).max()),
+            "cosine_min": float(cosine.min()), "cosine_mean": float(cosine.mean()),
+            "reference_max_abs": float(np.abs(reference).max())}
+
+
+def child_environment(export_home=None):
+    """This environment, importing the same sklearn_convfeat as this process, with
+    ``export_home`` as KERAS_HOME (the exports' folder) when given."""
     package_root = str(Path(sklearn_convfeat.__file__).resolve().parents[1])
-    return {**os.environ,
+    return {**os.environ, **({"KERAS_HOME": export_home} if export_home else {}),
             "PYTHONPATH": os.pathsep.join(filter(None, [package_root,
                                                         os.environ.get("PYTHONPATH")])),
             "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
@@ -422,12 +472,13 @@ def run_child(args, backbone, backend, facts):
     command = [
         sys.executable, __file__, "--child", backbone, "--child-backend", backend,
         "--data", str(args.data), "--images", str(args.images), "--sizes", sizes,
-        "--batch-size", str(args.batch_size), "--inputs", *args.inputs,
-    ] + (["--facts"] if facts else []) + (
+        "--batch-size", str(args.batch_size), "--layer", str(args.layer),
+        "--inputs", *args.inputs,
+    ] + (["--facts"] if facts else []) + (["--agreement"] if args.agreement else []) + (
         ["--preset-root", str(args.preset_root)] if backbone in TRANSFORMERS else [])
     try:
         done = subprocess.run(command, capture_output=True, text=True,
-                              env=child_environment(), timeout=args.child_timeout,
+                              env=child_environment(args.export_home), timeout=args.child_timeout,
                               check=False)
     except subprocess.TimeoutExpired:
         return {"failed": f"timed out after {args.child_timeout} s"}
@@ -449,10 +500,13 @@ def measure(args):
         for (backbone, backend), done in runs.items():
             # FLOPs and parameters once per backbone, after its first timed round.
             facts = round_index == 0 and backend == args.backends[0]
+            args.agreement = args.check_agreement and round_index == 0
             result = run_child(args, backbone, backend, facts)
             status = result.get("failed") or ", ".join(
                 f"{m['image_size']}px {m['input']} {m['seconds']:.1f}s"
-                for m in result["methods"])
+                for m in result["methods"]) + "".join(
+                f" (fit {run['fit_seconds']:.1f}s, ran {run['backend_']})"
+                for run in result["runs"].values())
             print(f"round {round_index + 1}/{args.repeats} {backbone:17s} "
                   f"{backend:13s} {status}", flush=True)
             done.append(result)
@@ -487,6 +541,7 @@ def summarize(runs):
             rows.append(make_row(backbone, backend, size, kind, times, completed,
                                  size_facts, facts[backbone].get("params")))
     add_vgg16_ratios(rows)
+    add_tensorflow_ratios(rows)
     return rows, failures, facts
 
 
@@ -500,9 +555,23 @@ def add_vgg16_ratios(rows):
         row["vs_vgg16"] = row["images_per_second"] / reference if reference else None
 
 
+def add_tensorflow_ratios(rows):
+    """``vs_tensorflow``: each row's images/s over TensorFlow's for the same backbone,
+    image size and input in the same run (None without such a row)."""
+    tensorflow = {(row["backbone"], row["image_size"], row["input"]):
+                  row["images_per_second"] for row in rows
+                  if row["backend"] == "tensorflow"}
+    for row in rows:
+        reference = tensorflow.get((row["backbone"], row["image_size"], row["input"]))
+        row["vs_tensorflow"] = row["images_per_second"] / reference if reference else None
+
+
 def make_row(backbone, backend, size, kind, times, completed, size_facts, params):
     images = completed[0]["images"]
     rate = images / statistics.median(times)
+    runs = [result["runs"][str(size)] for result in completed
+            if str(size) in result.get("runs", {})]
+    checked = next((run for run in runs if "cosine_min" in run), {})
     row = {
         "backbone": backbone,
         "backend": backend,
@@ -520,6 +589,13 @@ def make_row(backbone, backend, size, kind, times, completed, size_facts, params
         "preprocessing": size_facts.get("preprocessing"),
         "layer": size_facts.get("layer"),
         "n_features": size_facts.get("n_features"),
+        # Round 1's fit exports (or calibrates) into a fresh KERAS_HOME; later
+        # rounds' fits load the export.
+        "fit_seconds": [run["fit_seconds"] for run in runs],
+        "fit_first_s": runs[0]["fit_seconds"] if runs else None,
+        "backend_": "+".join(sorted({run["backend_"] for run in runs})),
+        **{key: checked.get(key) for key in ("max_relative_error", "cosine_min",
+                                             "cosine_mean", "reference_max_abs")},
         "rss_loaded_mb": max(result["rss_loaded_mb"] for result in completed),
         "transform_peak_mb": max(result["transform_peak_mb"] for result in completed),
         "source": "keras-hub" if backbone in TRANSFORMERS else "keras.applications",
@@ -529,6 +605,59 @@ def make_row(backbone, backend, size, kind, times, completed, size_facts, params
     if all(row[key] == value for key, value in REFERENCE_SETTING.items()):
         row["reference"] = REFERENCE.get(backbone)
     return row
+
+
+# backend="auto" lists a family when an export beats TensorFlow by this much, from
+# paths and from arrays alike; break-even images carry this margin for slower CPUs.
+AUTO_MIN_SPEEDUP, AUTO_MARGIN = 1.10, 2.0
+
+
+def derive_auto_rules(rows, size=224):
+    """``{family: {"backends": [...], "break_even_images": n, ...}}``: what
+    ``backend="auto"`` should run for each keras.applications family measured here.
+
+    An exported backend qualifies when its images/s are at least
+    ``AUTO_MIN_SPEEDUP`` x TensorFlow's at ``size`` from paths and from arrays (those
+    measured); the fastest from paths comes first. The break-even is the images whose
+    saved seconds pay for the export (round 1's fit time over TensorFlow's, from a
+    fresh KERAS_HOME), times ``AUTO_MARGIN``.
+    """
+    from sklearn_convfeat._backbones import family, resolve_architecture
+
+    def rate(backbone, backend, kind):
+        return next((row for row in rows if row["backbone"] == backbone
+                     and row["backend"] == backend and row["image_size"] == size
+                     and row["input"] == kind), None)
+
+    rules = {}
+    for backbone in dict.fromkeys(row["backbone"] for row in rows):
+        if backbone in TRANSFORMERS or rate(backbone, "tensorflow", "paths") is None:
+            continue
+        tensorflow = rate(backbone, "tensorflow", "paths")
+        winners = []
+        for backend in ("onnxruntime", "openvino"):
+            speedups = [
+                rate(backbone, backend, kind)["images_per_second"]
+                / rate(backbone, "tensorflow", kind)["images_per_second"]
+                for kind in INPUTS
+                if rate(backbone, backend, kind) and rate(backbone, "tensorflow", kind)
+            ]
+            if speedups and min(speedups) >= AUTO_MIN_SPEEDUP:
+                winners.append((rate(backbone, backend, "paths") or {}, backend, speedups))
+        if not winners:
+            continue
+        winners.sort(key=lambda item: -item[0].get("images_per_second", 0))
+        best, _, speedups = winners[0]
+        export_seconds = max(best["fit_first_s"] - tensorflow["fit_first_s"], 0.0)
+        saved = 1 / tensorflow["images_per_second"] - 1 / best["images_per_second"]
+        rules[family(resolve_architecture(backbone))] = {
+            "measured_on": backbone,
+            "backends": [backend for _, backend, _ in winners],
+            "speedup_paths_arrays": speedups,
+            "export_seconds": export_seconds,
+            "break_even_images": round(AUTO_MARGIN * export_seconds / saved),
+        }
+    return rules
 
 
 def lookup(rows, backbone, setting):
@@ -640,6 +769,8 @@ def main(argv=None):
                            help="train images per measurement (default 96)")
     arguments.add_argument("--repeats", type=int, default=2)
     arguments.add_argument("--batch-size", type=int, default=32)
+    arguments.add_argument("--layer", type=int, default=LAYER, choices=range(1, 6),
+                           help="stage the bases are cut at (default 5: the whole base)")
     arguments.add_argument("--quick", action="store_true",
                            help="smoke run: VGG16 and MobileNetV3Large, 16 images, "
                            "1 round, tensorflow")
@@ -669,6 +800,12 @@ def main(argv=None):
     arguments.add_argument("--child", help=argparse.SUPPRESS)
     arguments.add_argument("--child-backend", help=argparse.SUPPRESS)
     arguments.add_argument("--facts", action="store_true", help=argparse.SUPPRESS)
+    arguments.add_argument("--agreement", action="store_true", help=argparse.SUPPRESS)
+    arguments.add_argument("--check-agreement", action="store_true",
+                           help="compare every other backend's features with "
+                           "TensorFlow's (round 1)")
+    arguments.add_argument("--keep-exports", action="store_true",
+                           help="use $KERAS_HOME's exports instead of a fresh folder")
     args = arguments.parse_args(argv)
     try:
         args.sizes = parse_sizes(args.sizes)
@@ -702,10 +839,12 @@ def main(argv=None):
                                                     args.tiny_transformers)
         else:
             transformers = {}
+        args.export_home = None if args.keep_exports else tempfile.mkdtemp(
+            prefix="bench_backbones_exports_", dir=scratch)
         runs = {} if args.accuracy_only else measure(args)
     rows, failures, facts = summarize(runs)
     print(f"\n{rows[0]['images'] if rows else args.images} images of train/, "
-          f"layer {LAYER} + {POOLING} pooling, batch {args.batch_size}, random "
+          f"layer {args.layer} + {POOLING} pooling, batch {args.batch_size}, random "
           f"weights, median of {args.repeats} round(s), one process per backbone "
           "and backend; vs_vgg16: images/s over VGG16's in this run")
     _common.print_table(rows, COLUMNS)
@@ -715,11 +854,19 @@ def main(argv=None):
               f"{failure['error']}")
     targets = check_targets(rows)
     print_targets(targets)
+    auto_rules = derive_auto_rules(rows)
+    print("\nbackend='auto' rules these rows give (families whose export is >= "
+          f"{AUTO_MIN_SPEEDUP}x TensorFlow from paths and arrays):")
+    for name, rule in auto_rules.items():
+        print(f"  {name:16s} {', '.join(rule['backends']):24s} break-even "
+              f"{rule['break_even_images']} images ({rule['measured_on']})")
     settings = {key: value for key, value in vars(args).items()
-                if key not in ("out", "child", "child_backend", "facts", "preset_root")}
+                if key not in ("out", "child", "child_backend", "facts", "preset_root",
+                               "export_home", "agreement")}
     settings["sizes"] = ["native" if size is None else size for size in args.sizes]
     results = {"settings": settings, "weights": WEIGHTS_NOTE, "rows": rows,
                "failures": failures, "facts": facts, "targets": targets,
+               "auto_rules": auto_rules,
                "transformers": transformers,
                "reference": {"source": "issue 13: Keras predict_on_batch, batch 32, "
                              "arrays, 224 px, random weights, this CPU",

@@ -71,7 +71,7 @@ from sklearn_convfeat import ConvFeatureExtractor, count_flops, load_images  # n
 # ConvFeatureExtractor backends to time: name -> (extra constructor parameters,
 # modules they need).
 EXTRACTOR_BACKENDS = {
-    "tensorflow": ({}, ()),
+    "tensorflow": ({"backend": "tensorflow"}, ()),
     "onnxruntime": ({"backend": "onnxruntime"}, ("onnxruntime", "tf2onnx")),
     "openvino": ({"backend": "openvino"}, ("openvino",)),
     "openvino-int8": (

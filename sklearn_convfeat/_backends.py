@@ -131,6 +131,12 @@ def model_path(backend, source, layer, image_size, preprocessing):
     return os.path.join(cache_dir(), key + suffix)
 
 
+def has_export(backend, source, layer, image_size, preprocessing):
+    """Whether this export is loaded in this process or already on disk."""
+    path = model_path(backend, source, layer, image_size, preprocessing)
+    return path in _RUNNERS or os.path.exists(path)
+
+
 def get_runner(backend, source, layer, image_size, preprocessing):
     """The (cached) runner of ``backend`` for a base, cut, image size and preprocessing.
 

@@ -224,9 +224,13 @@ def compare_backbones(
         cv = StratifiedKFold(cv, shuffle=True, random_state=seed)
     splits = list(cv.split(np.zeros((len(y), 1)), y))
     probe = _probe(classifier, min(len(train) for train, _ in splits))
+    # TensorFlow: the cache resumes each deeper cut from the cached maps of the
+    # shallower one only there, so the base runs once per image in all; an exported
+    # backend would export and run each cut on its own.
     params = dict(
         weights=weights, image_size=image_size, preprocessing=preprocessing,
         batch_size=batch_size, verbose=int(verbose >= 2), random_state=seed,
+        backend="tensorflow",
     )
     temporary = (
         tempfile.TemporaryDirectory(prefix="sklearn_convfeat_compare_")

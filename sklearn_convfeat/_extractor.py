@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
-from . import _backends, _cache
+from . import _backend_choice, _backends, _cache
 from ._backbone import TensorFlowRunner, get_base
 from ._compat import HasMethods, StrOptions, fit_context
 from ._decode import DRAFT_ENV_VAR
@@ -128,15 +128,22 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         A progress bar over batches when > 0.
     random_state : int, RandomState instance or None, default=None
         Seed of the random weights when ``weights=None``; unused otherwise.
-    backend : {"tensorflow", "onnxruntime", "openvino"}, default="tensorflow"
+    backend : {"auto", "tensorflow", "onnxruntime", "openvino"}, default="auto"
         What runs the base. ``"onnxruntime"`` (extra ``sklearn-convfeat[onnx]``) and
         ``"openvino"`` (extra ``sklearn-convfeat[openvino]``) run a copy of the base
         exported once per weights, layer, image size and preprocessing, and kept in
         ``$KERAS_HOME/sklearn_convfeat/`` (``~/.keras/sklearn_convfeat/`` by default)
         for every later process. Their features equal TensorFlow's within 1e-4
-        relative; only the speed differs.
+        relative; only the speed differs. ``"auto"`` picks, in ``fit``, the fastest
+        of those installed for the network's family, as measured (the depthwise
+        convnets EfficientNet, MobileNet and ConvNeXt run 1.5-3x faster exported;
+        VGG, ResNet, transformers and one's own models stay on TensorFlow), and an
+        exported one only when its export is already on disk or ``X`` has enough
+        images to pay for making it; ``backend_`` says which. With
+        ``quantize="int8"`` it is ``"openvino"``.
     quantize : {None, "int8"}, default=None
-        ``"int8"`` (with ``backend="openvino"`` only) runs the base in 8-bit integers:
+        ``"int8"`` (with ``backend="openvino"`` or ``"auto"``) runs the base in 8-bit
+        integers:
         ``fit`` calibrates NNCF post-training quantization on up to 300 of the images
         it is given (evenly spaced over ``X``). Faster, at some accuracy cost: the
         features are close to, not equal to, the FP32 ones. The quantized model is
@@ -180,6 +187,8 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         concurrent ``transform`` calls on one instance (threads), it describes
         whichever finished last; use the NaN rows of each call's result, or one
         extractor per thread, to tell them apart.
+    backend_ : str
+        The backend that runs the base: ``backend``, or what ``"auto"`` chose.
     n_calibration_images_ : int
         Images the INT8 model was calibrated on; only with ``quantize="int8"``.
 
@@ -248,7 +257,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         "pooling": [StrOptions(set(POOLINGS))],
         "on_error": [StrOptions({"raise", "skip"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
-        "backend": [StrOptions(set(_backends.BACKENDS))],
+        "backend": [StrOptions({"auto", *_backends.BACKENDS})],
         "quantize": [StrOptions({"int8"}), None],
         "tta": [StrOptions(set(TTA_OPTIONS)), None],
     }
@@ -267,7 +276,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         memory=None,
         verbose=0,
         random_state=None,
-        backend="tensorflow",
+        backend="auto",
         quantize=None,
         tta=None,
     ):
@@ -312,13 +321,16 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
             check_consistent_length(images, y)
         if isinstance(images, ImageFiles) and self.on_error == "raise":
             images.check_exist()
-        if self.quantize is not None and self.backend != "openvino":
+        if self.quantize is not None and self.backend not in ("openvino", "auto"):
             raise ValueError(
                 f"`quantize={self.quantize!r}` needs `backend='openvino'` (NNCF "
                 f"quantizes the OpenVINO model). Got backend={self.backend!r} instead: "
-                "set backend='openvino', or quantize=None."
+                "set backend='openvino' or 'auto', or quantize=None."
             )
-        _backends.check_backend(self.backend, self.quantize)
+        if self.backend != "auto" or self.quantize is not None:
+            _backends.check_backend(
+                "openvino" if self.quantize else self.backend, self.quantize
+            )
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         source, entry, self.image_size_, self.preprocessing_ = resolve_base(self, seed)
         self._weights_source = source
@@ -330,6 +342,10 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         self.weights_sha256_ = entry.sha256
         self.weights_path_ = source.path
         self.n_features_out_ = n_pooled_features(self._pooling, self.feature_map_shape_)
+        cut = (source, self.layer_, self.image_size_, self.preprocessing_)
+        self.backend_ = self.backend
+        if self.backend == "auto":
+            self.backend_ = _backend_choice.choose_backend(*cut, len(images), self.quantize)
         self._fitted_settings = feature_settings(self)
         self._quantized_ir = None
         self.__dict__.pop("n_calibration_images_", None)  # from an earlier INT8 fit
@@ -340,8 +356,10 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
                 on_error=self.on_error, verbose=self.verbose,
             )
             self._quantized_ir = tuple(self._quantized_ir)
-        self._runner = None
-        feature_runner(self)  # transform then leaves the estimator's __dict__ untouched
+        # Built now, so that transform leaves the estimator's __dict__ untouched.
+        self.backend_, self._runner = _backend_choice.start_runner(
+            self.backend, self.backend_, *cut, quantized_ir=self._quantized_ir
+        )
         if self.memory is not None:
             self._feature_store()  # a bad `memory` fails here, not in transform
         return self
@@ -418,7 +436,7 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
             weights_sha256=self.weights_sha256_,
             image_size=self.image_size_,
             preprocessing=self.preprocessing_,
-            backend=self.backend,
+            backend=self.backend_,
             jpeg_draft=os.environ.get(DRAFT_ENV_VAR) != "0",  # decoded pixels differ
             # An INT8 model is learned in fit: its maps are its own.
             int8_model_sha256=None if quantized is None else hashlib.sha256(
@@ -437,8 +455,10 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         state = dict(state)
         state.setdefault("backbone", "vgg16")  # pickled before backbones existed
         state.setdefault("tta", None)  # pickled before tta existed
+        state.setdefault("backend", "tensorflow")  # pickled before backends existed
         if "_fitted_settings" in state and "layer_" in state:
             state.setdefault("preprocessing_", state.get("preprocessing"))
+            state.setdefault("backend_", state["backend"])  # pickled before "auto"
         super().__setstate__(state)
 
     def __sklearn_tags__(self):
@@ -463,18 +483,11 @@ def feature_runner(extractor):
     runner = getattr(extractor, "_runner", None)
     if runner is None:
         _check_weights_unchanged(extractor)
-        if extractor.backend == "tensorflow":
-            runner = TensorFlowRunner(
-                extractor._weights_source, extractor.layer_, extractor.preprocessing_
-            )
-        elif getattr(extractor, "_quantized_ir", None) is not None:
-            runner = _backends.int8_runner(extractor._quantized_ir)
-        else:
-            runner = _backends.get_runner(
-                extractor.backend, extractor._weights_source, extractor.layer_,
-                extractor.image_size_, extractor.preprocessing_,
-            )
-        extractor._runner = runner
+        runner = extractor._runner = _backend_choice.make_runner(
+            extractor.backend_, extractor._weights_source, extractor.layer_,
+            extractor.image_size_, extractor.preprocessing_,
+            quantized_ir=getattr(extractor, "_quantized_ir", None),
+        )
     return runner
 
 

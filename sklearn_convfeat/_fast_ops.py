@@ -9,7 +9,18 @@ same maps (within 2e-7 relative) at 3-4× the speed. For exports (``for_export``
 GELU is also written with ``erf`` (tf2onnx has no ``Erfc``), and ``Normalization``
 layers with their statistics as graph constants (tf2onnx turns the captured tensors
 into extra model inputs).
+
+Batch normalization at inference is a per-channel scale and shift: folded into the
+convolution before it (kernel and bias), it costs nothing, where Keras computes it as
+two passes over every activation map. MobileNet, EfficientNet, NASNet, ResNet,
+DenseNet and Inception run faster on TensorFlow this way (``benchmarks/bench_backbones.py --fold-batch-norms``
+measures both); the exports are folded by ONNX Runtime and OpenVINO themselves.
 """
+
+import weakref
+
+# Off only to measure what folding gains (bench_backbones.py --no-fold-batch-norms).
+FOLD_BATCH_NORMS = True
 
 
 def _is_depthwise_grouped(layer):
@@ -38,10 +49,95 @@ def _layers(model):
             yield from _layers(layer)
 
 
+def _single_input(layer):
+    """The tensors ``layer`` was called on, or None for a layer called more than once
+    (or an input layer): such a layer is left as it is."""
+    import tensorflow as tf
+
+    try:
+        return tf.nest.flatten(layer.input)
+    except (AttributeError, ValueError):
+        return None
+
+
+def foldable_batch_norms(model):
+    """``{batch norm: convolution}`` of the BatchNormalization layers ``model`` can fold
+    into the convolution before them: a plain ``Conv2D``, ``DepthwiseConv2D`` or
+    ``SeparableConv2D`` without activation whose output nothing else reads and which is not an output."""
+    import keras
+
+    consumers, producer = {}, {}
+    for layer in _layers(model):
+        for tensor in _single_input(layer) or ():
+            consumers[id(tensor)] = consumers.get(id(tensor), 0) + 1
+        if _single_input(layer) is not None:
+            producer[id(layer.output)] = layer
+    outputs = {id(tensor) for tensor in model.outputs}
+    pairs = {}
+    for layer in _layers(model):
+        inputs = _single_input(layer)
+        if type(layer) is not keras.layers.BatchNormalization or not inputs:
+            continue
+        conv = producer.get(id(inputs[0]))
+        if (
+            type(conv) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
+                           keras.layers.SeparableConv2D)
+            and getattr(conv, "groups", 1) == 1
+            and conv.activation is keras.activations.linear
+            and conv.data_format == "channels_last"
+            and layer.axis in (-1, len(inputs[0].shape) - 1)
+            and consumers[id(inputs[0])] == 1
+            and id(inputs[0]) not in outputs
+            and conv.dtype_policy.name == layer.dtype_policy.name == "float32"
+        ):
+            pairs[layer] = conv
+    return pairs
+
+
+# BatchNormalization layer -> its convolution folded with it, shared by every compiled
+# function of the base (one copy of the folded weights, not one per cut).
+_FOLDED = weakref.WeakKeyDictionary()
+
+
+def folded_convolution(conv, batch_norm):
+    """A copy of ``conv`` computing ``batch_norm(conv(x))`` at inference: the kernel
+    scaled by ``gamma / sqrt(variance + epsilon)`` per output channel, the bias
+    ``(bias - mean) * scale + beta``. Exact in real arithmetic; in float32 within a
+    few 1e-7 relative of the two layers."""
+    import keras
+    import numpy as np
+
+    folded = _FOLDED.get(batch_norm)
+    if folded is not None:
+        return folded
+    variance = np.asarray(batch_norm.moving_variance, np.float64)
+    scale = 1.0 / np.sqrt(variance + batch_norm.epsilon)
+    if batch_norm.scale:
+        scale = scale * np.asarray(batch_norm.gamma, np.float64)
+    shift = -np.asarray(batch_norm.moving_mean, np.float64) * scale
+    if batch_norm.center:
+        shift = shift + np.asarray(batch_norm.beta, np.float64)
+    # Conv2D's kernel is (h, w, in, out); DepthwiseConv2D's (h, w, in, multiplier),
+    # its output channel in·multiplier + k; SeparableConv2D's output channels are its
+    # pointwise kernel's (1, 1, in·multiplier, out), after the depthwise one.
+    separable = type(conv) is keras.layers.SeparableConv2D
+    kernel = np.asarray(conv.pointwise_kernel if separable else conv.kernel, np.float64)
+    depthwise = type(conv) is keras.layers.DepthwiseConv2D
+    kernel = kernel * scale.reshape(kernel.shape[2:] if depthwise else (1, -1))
+    bias = np.asarray(conv.bias, np.float64) * scale if conv.use_bias else 0.0
+    folded = type(conv).from_config({**conv.get_config(), "use_bias": True})
+    folded.build(conv.input.shape)
+    weights = [kernel.astype(np.float32), (bias + shift).astype(np.float32)]
+    folded.set_weights([np.asarray(conv.depthwise_kernel), *weights] if separable else weights)
+    _FOLDED[batch_norm] = folded
+    return folded
+
+
 def with_fast_ops(model, for_export=False):
     """``model`` with its grouped depthwise convolutions (and, ``for_export``, its
-    exact GELUs and Normalization layers) swapped; every other layer and every weight
-    is shared. ``model`` itself when there is nothing to swap."""
+    exact GELUs and Normalization layers) swapped, and its batch normalizations folded
+    into the convolutions before them; every other layer and every weight is shared.
+    ``model`` itself when there is nothing to swap."""
     import keras
     import tensorflow as tf
 
@@ -67,6 +163,12 @@ def with_fast_ops(model, for_export=False):
                 y = tf.nn.bias_add(y, tf.cast(conv.bias, y.dtype))
             return conv.activation(y) if conv.activation is not None else y
 
+    class FoldedBatchNorm(keras.layers.Layer):
+        """Its scale and shift live in the convolution before it now."""
+
+        def call(self, x, training=None, mask=None):
+            return x
+
     class ErfGelu(keras.layers.Layer):
         def __init__(self, activation, **kwargs):
             super().__init__(name=activation.name, dtype=activation.dtype_policy, **kwargs)
@@ -90,7 +192,14 @@ def with_fast_ops(model, for_export=False):
             mean, std = tf.constant(self.mean), tf.constant(self.std)
             return x * std + mean if self.invert else (x - mean) / std
 
+    folds = {} if not FOLD_BATCH_NORMS else foldable_batch_norms(model)
+    folded_convolutions = {conv: batch_norm for batch_norm, conv in folds.items()}
+
     def swap(layer):
+        if layer in folded_convolutions:
+            return folded_convolution(layer, folded_convolutions[layer])
+        if layer in folds:
+            return FoldedBatchNorm(name=layer.name)
         if _is_depthwise_grouped(layer):
             return DepthwiseFromGrouped(layer)
         if for_export and _is_exact_gelu(layer):

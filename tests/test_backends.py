@@ -263,7 +263,8 @@ def test_int8_needs_openvino(backend_name):
     with pytest.raises(
         ValueError,
         match=rf"`quantize='int8'` needs `backend='openvino'`.*Got "
-        rf"backend='{backend_name}' instead: set backend='openvino', or quantize=None",
+        rf"backend='{backend_name}' instead: set backend='openvino' or 'auto', or "
+        r"quantize=None",
     ):
         ConvFeatureExtractor(backend=backend_name, quantize="int8", **SMALL).fit(X)
 

@@ -293,6 +293,33 @@ def test_bench_backbones(bench, dataset, smoke_results, model_cache):
     }
 
 
+def test_bench_backbones_auto_unfolded_and_agreement(bench, dataset, tmp_path):
+    """backend="auto" and TensorFlow without folded batch norms beside an export,
+    each with its fit time (round 1 exports into the run's fresh KERAS_HOME) and the
+    export's agreement with TensorFlow."""
+    pytest.importorskip("openvino")
+    results = bench("bench_backbones").main([
+        "--data", str(dataset), "--weights", "random", "--backbones", "mobilenetv2",
+        "--transformers", "none", "--sizes", "32", "--images", "4", "--batch-size", "4",
+        "--repeats", "2", "--layer", "2", "--inputs", "paths", "--check-agreement",
+        "--backends", "tensorflow", "tensorflow-unfolded", "openvino", "auto",
+        "--out", str(tmp_path / "auto.json"),
+    ])
+    assert results["failures"] == []
+    rows = {row["backend"]: row for row in results["rows"]}
+    assert set(rows) == {"tensorflow", "tensorflow-unfolded", "openvino", "auto"}
+    assert rows["openvino"]["backend_"] == "openvino"
+    assert rows["tensorflow-unfolded"]["backend_"] == "tensorflow"
+    # 4 images at 32 px would never pay for an export, but the OpenVINO process
+    # before it left one in the run's KERAS_HOME.
+    assert rows["auto"]["backend_"] == "openvino"
+    for row in rows.values():
+        assert len(row["fit_seconds"]) == 2 and row["fit_first_s"] > 0
+    assert rows["openvino"]["max_relative_error"] < 1e-4
+    assert rows["openvino"]["cosine_min"] > 0.9999
+    assert rows["tensorflow"]["cosine_min"] is None  # TensorFlow is the reference
+
+
 def test_bench_backbones_transformers(bench, dataset, tmp_path, model_cache):
     """The keras-hub transformers' tiny shapes beside VGG16: preset folders built
     offline, rows with their FLOPs, parameters and ratio to VGG16, folders removed."""
@@ -448,3 +475,21 @@ def test_bench_refit(bench, tmp_path):
     assert row["rss_mb"][0] > 0 and row["mb_per_fit"] == pytest.approx(
         row["rss_mb"][2] - row["rss_mb"][1], abs=0.11
     )
+
+
+def test_bench_main_job(bench, dataset, tmp_path):
+    results = bench("bench_main_job").main([
+        "--data", str(dataset), "--weights", "random",
+        "--extra", "--image-size", "32", "--layer", "3", "--quiet",
+        "--out", str(tmp_path / "main_job.json"),
+    ])
+    rows = {row["backend"]: row for row in results["rows"]}
+    assert set(rows) == {"auto", "tensorflow"}
+    for row in rows.values():
+        assert row["backend_"] == "tensorflow"  # VGG16: no exported backend is faster
+        assert row["seconds"] > 0
+        assert {row["train"], row["validation"], row["test"]} <= {
+            k / 8 for k in range(9)
+        }
+    assert results["auto_over_tensorflow"] == pytest.approx(
+        rows["auto"]["seconds"] / rows["tensorflow"]["seconds"])

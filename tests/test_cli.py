@@ -9,7 +9,7 @@ import sys
 import joblib
 import numpy as np
 import pytest
-from conftest import make_image_folder
+from conftest import fresh_keras_home, make_image_folder
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -149,6 +149,7 @@ def test_evaluate_reports_every_split_and_saves_the_pipeline(runs):
         ["test", "8"],
     ]
     assert all(0.0 <= float(line.split()[2]) <= 1.0 for line in table)
+    assert "backend: tensorflow" in result.stdout  # what "auto" chose for VGG16
     pipeline = load(root / "model.skops")
     assert set(pipeline.predict(image_paths(root / "data" / "test"))) <= {
         "cats",
@@ -372,6 +373,20 @@ def test_usage_errors_are_one_line_too(capsys):
         "convfeat extract: error: the following arguments are required: -o/--output "
         "(see 'convfeat extract --help')\n"
     )
+
+
+def test_extract_on_another_backend(tmp_path, tmp_path_factory, capsys):
+    pytest.importorskip("openvino")
+    folder = make_image_folder(tmp_path / "images", {"x": 3}, size=(32, 32)) / "x"
+    expected = ConvFeatureExtractor(
+        weights=None, image_size=32, layer=2, pooling="avg", random_state=0
+    ).fit_transform(image_paths(folder))
+    out = tmp_path / "features.npy"
+    with fresh_keras_home(tmp_path_factory):
+        assert main(["extract", str(folder), "-o", str(out), *TINY, "--layer", "2",
+                     "--pooling", "avg", "--backend", "openvino", "--quiet"]) == 0
+    np.testing.assert_allclose(np.load(out), expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
 
 
 def test_evaluate_with_the_mlp_head(dataset, capsys):

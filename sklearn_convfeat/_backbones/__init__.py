@@ -37,7 +37,8 @@ size), ``fixed_input_size`` (a network that must be built for one size),
 ``default_preprocessing`` (what ``preprocessing="auto"`` means: a
 ``PREPROCESSING_MODES`` value; a source with its own normalisation, such as a
 preset's ImageConverter, builds it into the base and returns ``"none"``),
-``renames_layers``, ``carries_weights``, ``file_label``, ``weights_file_name`` (its
+``renames_layers``, ``carries_weights``, ``speed_family`` (its row in
+``backend="auto"``'s measured table), ``file_label``, ``weights_file_name`` (its
 pretrained weights' file name in a ``SKLEARN_CONVFEAT_WEIGHTS`` folder),
 ``local_paths`` (files or folders it is rebuilt from, which cluster workers must see
 at the same paths: a preset folder); for a network whose cuts output tokens rather

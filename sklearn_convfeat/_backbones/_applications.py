@@ -228,6 +228,9 @@ class ApplicationsSource(BackboneSource):
     def default_preprocessing(self, network):
         return family(network.architecture)
 
+    def speed_family(self, network):
+        return family(network.architecture)
+
     def weights_file_name(self, network):
         return keras_weights_file(network.architecture)
 

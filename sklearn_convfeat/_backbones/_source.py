@@ -129,6 +129,11 @@ class BackboneSource(ABC):
             )
         return pooling
 
+    def speed_family(self, network):
+        """The family ``backend="auto"`` looks up in its measured table
+        (``_backend_choice.AUTO_RULES``); None runs TensorFlow."""
+        return None
+
     def file_label(self, network):
         """A short, lowercase, file-name-safe label: exported models' file names."""
         return re.sub(r"[^a-z0-9]+", "_", self.key(network).lower())[:40]

@@ -74,6 +74,17 @@ def add_image_options(command, image_size=150):
     )
 
 
+def add_backend(command):
+    command.add_argument(
+        "--backend",
+        choices=["auto", "tensorflow", "onnxruntime", "openvino"],
+        default="auto",
+        help="what runs the base: auto picks the fastest installed one measured for "
+        "the network's family (exports only when the job pays for them); "
+        "onnxruntime and openvino need the onnx / openvino extras (default: auto)",
+    )
+
+
 def parse_image_size(text):
     """``--image-size``: N pixels, or ``native`` (the estimators' ``image_size=None``)."""
     if text.strip().lower() == "native":
@@ -224,6 +235,7 @@ def extractor_from_args(args, weights, **params):
         verbose=0 if args.quiet else 1,
         random_state=0,
         tta=args.tta,
+        backend=getattr(args, "backend", "auto"),
         **params,
     )
 

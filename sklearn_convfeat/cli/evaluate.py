@@ -4,6 +4,7 @@ import time
 
 from ._inputs import training_inputs
 from ._options import (
+    add_backend,
     add_batch_size,
     add_command,
     add_cut_options,
@@ -47,6 +48,7 @@ def add_parser(commands):
     add_cut_options(command)
     add_tta(command)
     add_image_options(command)
+    add_backend(command)
     add_batch_size(command)
     add_save(command, "pipeline")
     add_quiet(command)
@@ -74,6 +76,7 @@ def run(args, out=None):
     start = time.perf_counter()
     features = extractor.fit_transform(paths)
     extract_seconds = time.perf_counter() - start
+    say(f"backend: {extractor.backend_}")
     start = time.perf_counter()
     classifier.fit(features, labels)
     fit_seconds = time.perf_counter() - start

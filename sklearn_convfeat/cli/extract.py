@@ -5,6 +5,7 @@ import time
 from ._inputs import list_images
 from ._options import (
     CommandError,
+    add_backend,
     add_batch_size,
     add_command,
     add_cut_options,
@@ -63,6 +64,7 @@ def add_parser(commands):
     add_cut_options(command)
     add_tta(command)
     add_image_options(command)
+    add_backend(command)
     add_batch_size(command)
     command.add_argument(
         "--skip-unreadable",
