@@ -135,12 +135,12 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         ``$KERAS_HOME/sklearn_convfeat/`` (``~/.keras/sklearn_convfeat/`` by default)
         for every later process. Their features equal TensorFlow's within 1e-4
         relative; only the speed differs. ``"auto"`` picks, in ``fit``, the fastest
-        of those installed for the network's family, as measured (the depthwise
-        convnets EfficientNet, MobileNet and ConvNeXt run 1.5-3x faster exported;
-        VGG, ResNet, transformers and one's own models stay on TensorFlow), and an
-        exported one only when its export is already on disk or ``X`` has enough
-        images to pay for making it; ``backend_`` says which. With
-        ``quantize="int8"`` it is ``"openvino"``.
+        installed one measured for the network's family on this kind of CPU (on
+        AVX-512: OpenVINO for ResNet and DenseNet, ONNX Runtime for MobileNetV2 and
+        EfficientNetV2, 1.15-1.35x; TensorFlow for VGG, EfficientNet, transformers,
+        one's own models and the rest), and an exported one only when its export is
+        already on disk or ``X`` has enough images to pay for making it;
+        ``backend_`` says which. With ``quantize="int8"`` it is ``"openvino"``.
     quantize : {None, "int8"}, default=None
         ``"int8"`` (with ``backend="openvino"`` or ``"auto"``) runs the base in 8-bit
         integers:

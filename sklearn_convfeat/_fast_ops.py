@@ -12,14 +12,16 @@ into extra model inputs).
 
 Batch normalization at inference is a per-channel scale and shift: folded into the
 convolution before it (kernel and bias), it costs nothing, where Keras computes it as
-two passes over every activation map. MobileNet, EfficientNet, NASNet, ResNet,
-DenseNet and Inception run faster on TensorFlow this way (``benchmarks/bench_backbones.py --fold-batch-norms``
-measures both); the exports are folded by ONNX Runtime and OpenVINO themselves.
+two passes over every activation map. MobileNet, EfficientNet, NASNet, ResNet and
+Xception run 1.1-1.5x faster on TensorFlow this way (``bench_backbones.py``'s
+``tensorflow-unfolded`` backend measures the difference). The layers are swapped in
+the compiled copies only: the shared Keras base, which FineTuner trains and ``cam()``
+differentiates, keeps its batch norms.
 """
 
 import weakref
 
-# Off only to measure what folding gains (bench_backbones.py --no-fold-batch-norms).
+# Off only to measure what folding gains (bench_backbones.py, tensorflow-unfolded).
 FOLD_BATCH_NORMS = True
 
 
