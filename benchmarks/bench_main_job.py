@@ -12,13 +12,14 @@ Setup
     (the default) and ``--backend tensorflow``, ``--repeats`` (1) interleaved rounds,
     each with a fresh ``KERAS_HOME`` (so an export, were one made, would be timed).
     Wall seconds of the whole process, the backend it reports, and its accuracy table.
-    ``--extra`` passes more options to both (``--backbone``, ``--image-size``, ...).
+    ``--extra='...'`` passes more options to both (``--backbone``, ``--image-size``).
 
 Published reference
     None: the two are compared with each other, in the same run.
 """
 
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -35,7 +36,8 @@ COLUMNS = ["backend", "backend_", "seconds", "train", "validation", "test"]
 def run_job(args, backend):
     """One ``convfeat evaluate`` process: its wall seconds, backend and accuracies."""
     command = [sys.executable, "-m", "sklearn_convfeat.cli", "evaluate", str(args.data),
-               "--weights", str(args.weights), "--backend", backend, *args.extra]
+               "--weights", str(args.weights), "--backend", backend,
+               *shlex.split(args.extra)]
     with tempfile.TemporaryDirectory(prefix="bench_main_job_") as home:
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False,
@@ -56,8 +58,9 @@ def run_job(args, backend):
 def main(argv=None):
     arguments = _common.parser(__doc__)
     arguments.add_argument("--repeats", type=int, default=1)
-    arguments.add_argument("--extra", nargs="*", default=[],
-                           help="more convfeat evaluate options, for both runs")
+    arguments.add_argument("--extra", default="",
+                           help="more convfeat evaluate options, for both runs, as one "
+                           "string: --extra='--backbone resnet50 --image-size 224'")
     args = arguments.parse_args(argv)
     rows = [run_job(args, backend) for _ in range(args.repeats) for backend in BACKENDS]
     _common.print_table(rows, COLUMNS)
