@@ -148,17 +148,20 @@ class ConvFeatureExtractor(BackboneParameterState, TransformerMixin, BaseEstimat
         it is given (evenly spaced over ``X``). Faster, at some accuracy cost: the
         features are close to, not equal to, the FP32 ones. The quantized model is
         fitted state, pickled with the extractor and never recalibrated.
-    tta : {None, "flip"}, default=None
+    tta : {None, "flip", "dihedral"}, default=None
         Test-time augmentation by feature averaging. ``"flip"``: the features of an
         image are the mean of the features of the image and of its horizontal
         mirror (mirrored after resizing to ``image_size``, before preprocessing).
+        ``"dihedral"``: the mean over the 8 symmetries of the square (quarter turns,
+        flips, diagonal reflections; 4 for non-square ``image_size``), for scenes
+        seen from above: 8 forward passes per image.
         Each is pooled on its own before the mean, so that the features are those
         of two ordinary images averaged: with ``pooling="max"`` a mean of two
         maxima, with ``"flatten"`` the mean of the two flattened maps, position by
         position. It applies to every image ``transform`` sees, for training and
         prediction alike (``fit_transform``, a ``Pipeline``'s fit and predict): the
         classifier downstream trains on the same kind of features it predicts on.
-        It costs 2× the forward passes (each image is decoded once). With
+        ``"flip"`` costs 2× the forward passes (each image is decoded once). With
         ``memory``, the mirror's maps are cache entries of their own, and the
         image's own entries are shared with ``tta=None``.
 

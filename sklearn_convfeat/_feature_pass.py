@@ -29,7 +29,7 @@ def extract_features(
         As the fitted extractor holds them.
     store : FeatureStore or None
         The feature cache, or None to compute everything.
-    tta : {None, "flip"}
+    tta : {None, "flip", "dihedral"}
         The views averaged per image (:func:`~._tta.tta_views`).
 
     Returns
@@ -37,7 +37,7 @@ def extract_features(
     features : ndarray of shape (n_images, n_features), float32
     skipped : list of (int, str, str)
     """
-    views = tta_views(tta)
+    views = tta_views(tta, image_size)
     settings = dict(
         image_size=image_size, batch_size=batch_size, on_error=on_error, verbose=verbose
     )

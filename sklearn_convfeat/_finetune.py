@@ -49,22 +49,39 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
         As for :class:`ConvFeatureExtractor`: Keras' ImageNet download (or the files
         ``SKLEARN_CONVFEAT_WEIGHTS`` names), a local weights file, or None for random
         weights drawn from ``random_state``.
-    unfreeze : int, default=1
+    unfreeze : int or "auto", default="auto"
         Stages trained in phase 2, counted from the top, with the stage boundaries
         of :class:`ConvFeatureExtractor`'s ``layer``: for VGG16 1 is block5 (the
         book's choice), 5 the whole base; 0 keeps the base frozen and skips phase 2.
-        At most the number of stages the network has.
+        At most the number of stages the network has. ``"auto"`` decides from the
+        data, as ``fine_tune_learning_rate``, ``pooling`` and ``augment`` do, and is
+        1 for both outcomes of the probe below: on aerial scenes, training block4
+        with block5 (the cache at block3) scored the same as block5 alone at 4
+        times the cost per epoch (``_finetune_auto.RELEARN``). Linear probes
+        of the frozen top three stages (standardized average-pooled maps,
+        LogisticRegression, trained on two thirds of at most 1000 training images
+        and scored on the rest) tell whether the top stage probes best (its
+        features suit the data: cats vs dogs) or a lower one does (the top's
+        features are wrong for the data: aerial scenes). ``unfreeze_`` and
+        ``auto_probe_`` record the decision. The probe costs one frozen forward
+        pass over those images.
     image_size : (int, int), int or None, default=(150, 150)
         (height, width) every image is resized to; None is the network's native size.
     preprocessing : str, default="auto"
         As for :class:`ConvFeatureExtractor`: ``"auto"`` is what the backbone's
         ImageNet weights expect (``keras.applications.vgg16.preprocess_input`` for
         VGG16); a family name; or ``"rescale"``, the book's ``x / 255``.
+    pooling : {"auto", "flatten", "avg"}, default="auto"
+        How the head makes one vector of the base's output map: ``"flatten"`` keeps
+        every value (the book's), ``"avg"`` averages each channel over the map
+        (512 values for VGG16; for a transformer, the mean patch token instead of the
+        class and mean patch tokens). ``"auto"``: ``"flatten"`` where the top stage
+        probes best, ``"avg"`` where a lower stage does (see ``unfreeze``).
     hidden_units : int, default=256
         Units of the head's hidden Dense layer.
     dropout : float, default=0.5
         Dropout rate before the output layer.
-    augment : {"cached", "flip"}, bool or dict, default="cached"
+    augment : {"auto", "cached", "flip", "dihedral"}, bool or dict, default="auto"
         Augmentation at cached cost (the frozen prefix still runs once per image
         variant, not once per epoch):
 
@@ -75,10 +92,21 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
           ``block4_pool`` is 16 image pixels. This approximates translating the image
           (exact away from the borders); ``benchmarks/bench_finetune.py`` measures it
           against image-space augmentation.
+        - ``"dihedral"``: the 8 symmetries of the square (quarter turns, flips,
+          diagonal reflections), exact symmetries of scenes seen from above
+          (aerial, satellite, microscopy), with the shift of ``"cached"``. The prefix
+          runs on all 8 variants of each image once (4 for non-square images: the
+          flips and the half turn): 8 prefix passes in all, not 8 per epoch.
+        - ``"auto"``: ``"dihedral"`` when the data show no orientation, else
+          ``"cached"``. The probe of ``unfreeze="auto"`` decides: its best stage is
+          scored again on the held-out images turned by 90°; within 2 points of the
+          upright score, orientation carries no information (``augment_`` records
+          the choice). Non-square images get ``"cached"``.
 
         When training runs end to end (``cache=None``, every stage unfrozen, or a cut
-        that is not a cut point of the graph), both become their image-space
-        equivalents (random flip; random translation by the same number of pixels).
+        that is not a cut point of the graph), these become their image-space
+        equivalents (random flip; random quarter turns for ``"dihedral"``; random
+        translation by the same number of pixels).
 
         True applies the book's image-space augmentation while training (rotation
         40°, width and height shift 0.2, shear 0.2, zoom 0.2, horizontal flip; Keras 3
@@ -92,17 +120,22 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
         Keras optimizer of both phases, built anew for each (the book's: RMSprop).
     head_epochs : int, default=30
         Epochs of phase 1.
-    head_learning_rate : float, default=1e-4
+    head_learning_rate : float or "auto", default="auto"
         Peak learning rate of phase 1 (the book's: 2e-5 with RMSprop, constant). The
         head's phase runs on the cached output of the base: 30 epochs take seconds.
+        ``"auto"``: 1e-4 where the top stage probes best (see ``unfreeze``), 1e-3
+        where a lower one does (the averaged map's head learns slowly at 1e-4).
     fine_tune_epochs : int, default=10
         Epochs of phase 2 (the book's 100, on a GPU with image-space augmentation;
         on cats vs dogs at 150 px the validation accuracy stops moving after a few
         epochs of cached augmentation).
-    fine_tune_learning_rate : float, default=1e-5
-        Peak learning rate of phase 2 (the book's 1e-5): small, so the pretrained
-        features are adjusted rather than destroyed (at 1e-4, with block5 at 3e-5,
-        test accuracy fell by 3-4 points on cats vs dogs).
+    fine_tune_learning_rate : float or "auto", default="auto"
+        Peak learning rate of phase 2. ``"auto"``: the book's 1e-5 where the top
+        stage probes best (see ``unfreeze``; small, so the pretrained features are
+        adjusted rather than destroyed: at 1e-4, with block5 at 3e-5, test accuracy
+        fell by 3-4 points on cats vs dogs), 1e-4 where a lower stage probes better
+        (the top stage's features have to be relearned: on aerial scenes 1e-4 beat
+        1e-5 and 3e-4).
     batch_size : int, default=20
         Minibatch size of training and prediction (the book's 20).
     early_stopping : bool, default=False
@@ -146,9 +179,11 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
         Label smoothing of the cross-entropy, in [0, 1): targets move
         ``label_smoothing / 2`` (binary) or ``label_smoothing / n_classes`` towards
         uniform.
-    tta : {"flip"} or None, default=None
+    tta : {"flip", "dihedral"} or None, default=None
         Test-time augmentation: ``"flip"`` averages the probabilities of each image
-        and of its mirror in :meth:`predict_proba` (twice the prediction cost).
+        and of its mirror in :meth:`predict_proba` (twice the prediction cost);
+        ``"dihedral"`` over the 8 symmetries of the square (4 for non-square
+        images), the natural partner of ``augment="dihedral"`` (8 times the cost).
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation (and random base weights), dropout, shuffling,
         augmentation and the validation split: an int gives the same predictions on
@@ -179,6 +214,23 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
         epochs run).
     cache_ : {"memory", "disk"} or None
         Where the frozen-prefix cache was kept in this fit, None if not used.
+    unfreeze_ : int
+        Stages trained in phase 2 (what ``"auto"`` decided, or ``unfreeze``).
+    head_learning_rate_ : float
+        Peak learning rate of phase 1 (what ``"auto"`` decided, or the parameter).
+    fine_tune_learning_rate_ : float
+        Peak learning rate of phase 2 (what ``"auto"`` decided, or the parameter).
+    pooling_ : {"flatten", "avg"}
+        The head's pooling (what ``"auto"`` decided, or ``pooling``).
+    augment_ : str, bool or dict
+        The augmentation applied (what ``"auto"`` decided, or ``augment``).
+    auto_probe_ : dict or None
+        The probe behind the ``"auto"`` settings: ``stage_scores`` (held-out score
+        of each probed stage), ``best_stage``, ``upright_score``, ``rotated_score``
+        (None for non-square images) and ``n_images``; None when neither setting is
+        ``"auto"`` or the images are too few to hold a third out (then ``"auto"``
+        means the book's settings: ``unfreeze=1``, ``fine_tune_learning_rate=1e-5``,
+        ``pooling="flatten"``, ``augment="cached"``).
     image_size_ : tuple of int
         (height, width) images are resized to.
     weights_sha256_ : str
@@ -222,15 +274,18 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
                 "random_state",
             )
         },
-        "unfreeze": [Interval(Integral, 0, N_STAGES, closed="both")],
+        "unfreeze": [Interval(Integral, 0, N_STAGES, closed="both"), StrOptions({"auto"})],
+        "pooling": [StrOptions({"auto", "flatten", "avg"})],
         "hidden_units": [Interval(Integral, 1, None, closed="left")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "augment": ["boolean", dict, StrOptions(set(CACHED_AUGMENTATIONS))],
+        "augment": ["boolean", dict, StrOptions({*CACHED_AUGMENTATIONS, "auto"})],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "head_epochs": [Interval(Integral, 0, None, closed="left")],
-        "head_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "head_learning_rate": [Interval(Real, 0, None, closed="neither"),
+                               StrOptions({"auto"})],
         "fine_tune_epochs": [Interval(Integral, 0, None, closed="left")],
-        "fine_tune_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "fine_tune_learning_rate": [Interval(Real, 0, None, closed="neither"),
+                                    StrOptions({"auto"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -250,17 +305,18 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
         *,
         backbone="vgg16",
         weights="imagenet",
-        unfreeze=1,
+        unfreeze="auto",
         image_size=(150, 150),
         preprocessing="auto",
+        pooling="auto",
         hidden_units=256,
         dropout=0.5,
-        augment="cached",
+        augment="auto",
         optimizer="adamw",
         head_epochs=30,
-        head_learning_rate=1e-4,
+        head_learning_rate="auto",
         fine_tune_epochs=10,
-        fine_tune_learning_rate=1e-5,
+        fine_tune_learning_rate="auto",
         batch_size=20,
         early_stopping=False,
         validation_fraction=0.1,
@@ -282,6 +338,7 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
         self.unfreeze = unfreeze
         self.image_size = image_size
         self.preprocessing = preprocessing
+        self.pooling = pooling
         self.hidden_units = hidden_units
         self.dropout = dropout
         self.augment = augment

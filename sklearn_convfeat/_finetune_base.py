@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from ._backbone import fresh_copy
 from ._decode import decode_image
+from ._finetune_auto import ADJUST, auto_augment, auto_setting, probe_data
 from ._finetune_phases import CachedTraining, EndToEndTraining, cache_cut
 from ._images import ImageFiles, check_images, run_batches
 from ._keras_layers import (
@@ -38,7 +39,7 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
         if isinstance(self.unfreeze, bool):
             raise ValueError(
                 f"The 'unfreeze' parameter of {type(self).__name__} must be an int in "
-                f"the range [0, {N_STAGES}] (stages trained in phase 2). Got "
+                f"the range [0, {N_STAGES}] (stages trained in phase 2) or 'auto'. Got "
                 f"{self.unfreeze!r}."
             )
         images = check_images(X)
@@ -58,7 +59,8 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
             "instead, with the name of the output to fine-tune up to.",
         )
         check_image_size(base_entry, self.image_size_, base_entry.graph.names[-1])
-        cut = cache_cut(base_entry, self.unfreeze)  # checks unfreeze against the stages
+        self._resolve_auto(source, base_entry, images, y_encoded, targets, split_seed)
+        cut = cache_cut(base_entry, self.unfreeze_)  # checks unfreeze against the stages
         self.weights_sha256_ = base_entry.sha256
         self._transformer = None if base_entry.prefix_tokens is None else {
             "prefix_tokens": base_entry.prefix_tokens,
@@ -89,7 +91,7 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
             validation = (validation[0], targets.keras(validation[1]))
 
         use_cache = (
-            self.cache is not None and self.augment in (False, *CACHED_AUGMENTATIONS)
+            self.cache is not None and self.augment_ in (False, *CACHED_AUGMENTATIONS)
             and cut is not None and cut in base_entry.graph.cut_points
         )
         augment = self._image_augmentation(base_entry, cut, use_cache)
@@ -104,11 +106,33 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
         self.fine_tune_start_ = history["phase"].count(1)
         return self
 
+    def _resolve_auto(self, source, entry, images, y_encoded, targets, seed):
+        """Set ``unfreeze_``, ``head_learning_rate_``, ``fine_tune_learning_rate_``,
+        ``pooling_``, ``augment_`` and ``auto_probe_`` (the probe that decided the ``"auto"``
+        ones; None when none is ``"auto"``)."""
+        self.auto_probe_ = None
+        names = (*ADJUST, "augment")
+        if any(getattr(self, name) == "auto" for name in names):
+            self.auto_probe_ = probe_data(
+                source, entry, self.preprocessing_, self.image_size_, images,
+                y_encoded, stratify=targets.stratify(y_encoded), seed=seed,
+                batch_size=self.batch_size, verbose=self.verbose,
+            )
+        n_stages = len(entry.graph.stage_ends)
+        for name in names:
+            value = getattr(self, name)
+            if value == "auto":
+                value = (auto_augment(self.auto_probe_) if name == "augment"
+                         else auto_setting(name, self.auto_probe_, n_stages))
+            setattr(self, f"{name}_", value)
+
     def _outputs(self, X):
         """The network's outputs on the images ``X``."""
         check_is_fitted(self)
         # tta="flip": the mean of the outputs for each image and its mirror
-        predict = averaged_over_views(self.model_.predict_on_batch, tta_views(self.tta))
+        predict = averaged_over_views(
+            self.model_.predict_on_batch, tta_views(self.tta, self.image_size_)
+        )
         outputs, _ = run_batches(
             predict,
             check_images(X),
@@ -120,13 +144,13 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
 
     def _image_augmentation(self, base_entry, cut, use_cache):
         """Settings of the image-space augmentation layers, or None."""
-        if self.augment not in CACHED_AUGMENTATIONS:
-            return check_augment(self.augment)
+        if self.augment_ not in CACHED_AUGMENTATIONS:
+            return check_augment(self.augment_)
         if use_cache:
             return None  # the cached maps are augmented instead
         height = self.image_size_[0]
         cell = height / base_entry.map_shape(cut, self.image_size_)[0] if cut else 16
-        shift = cached_shift(self.augment) * cell / height
+        shift = cached_shift(self.augment_) * cell / height
         return {**{key: 0 for key in AUGMENT_DEFAULTS}, "horizontal_flip": True,
                 "width_shift_range": shift, "height_shift_range": shift,
                 "fill_mode": "constant"}
@@ -147,11 +171,18 @@ class BaseFineTuner(BackboneParameterState, KerasModelState, BaseEstimator):
         # map flattened (the book's), a transformer's tokens pooled as DINOv2's linear
         # evaluation does (class token and mean patch token; the mean alone without a
         # class token); CLIP's and SigLIP's image embedding is a vector already.
+        # pooling="avg" averages a convnet's map (the mean patch token of a
+        # transformer) instead. The layer is "flatten" whatever it does: the cached
+        # training finds the head by name.
         prefix = base_entry.prefix_tokens
-        if prefix is None or len(x.shape) == 2:
+        if len(x.shape) == 2:
             x = keras.layers.Flatten(name="flatten")(x)
+        elif prefix is None:
+            average = self.pooling_ == "avg" and len(x.shape) == 4
+            x = (keras.layers.GlobalAveragePooling2D(name="flatten") if average
+                 else keras.layers.Flatten(name="flatten"))(x)
         else:
-            pooling = "cls+avg" if prefix else "avg"
+            pooling = "cls+avg" if prefix and self.pooling_ != "avg" else "avg"
             x = token_pooling_layer_class()(pooling, prefix, name="flatten")(x)
         for layer in head_layers(
             n_outputs=targets.n_outputs,

@@ -16,7 +16,9 @@ from ._images import run_batches
 from ._map_augmentation import (
     CACHED_AUGMENTATIONS,
     MapAugmentation,
+    QuarterTurns,
     cached_shift,
+    cached_views,
 )
 from ._optimization import (
     learning_rate_logger,
@@ -76,15 +78,15 @@ class _Training:
         _set_trainable(self.base, self.base.operations[-1].name, self.always_frozen)
         self.fit_phase(
             1, phase1_model, phase1_inputs, targets, sample_weight, phase1_validation,
-            tuner.head_epochs, tuner.head_learning_rate, stages=0,
+            tuner.head_epochs, tuner.head_learning_rate_, stages=0,
         )
-        if tuner.unfreeze == 0 or tuner.fine_tune_epochs == 0:
+        if tuner.unfreeze_ == 0 or tuner.fine_tune_epochs == 0:
             return
         phase2_model, phase2_inputs, phase2_validation = self.phase2()
         ends = list(self.entry.graph.stage_ends.values())
         steps = (
-            range(1, tuner.unfreeze + 1) if tuner.gradual_unfreezing
-            else [tuner.unfreeze]
+            range(1, tuner.unfreeze_ + 1) if tuner.gradual_unfreezing
+            else [tuner.unfreeze_]
         )
         for step, epochs in zip(steps, _split_epochs(tuner.fine_tune_epochs, len(steps))):
             last_frozen = ends[len(ends) - 1 - step] if step < len(ends) else None
@@ -94,7 +96,7 @@ class _Training:
             )
             self.fit_phase(
                 2, phase2_model, phase2_inputs, targets, sample_weight,
-                phase2_validation, epochs, tuner.fine_tune_learning_rate,
+                phase2_validation, epochs, tuner.fine_tune_learning_rate_,
                 stages=step, multipliers=multipliers,
             )
 
@@ -168,6 +170,10 @@ class EndToEndTraining(_Training):
     def phase2(self):
         return self.tuner.model_, self.images, self.validation
 
+    def augmentation(self, phase):
+        # The quarter turns of "dihedral"; its flips and shifts are layers of model_.
+        return QuarterTurns() if self.tuner.augment_ == "dihedral" else None
+
 
 class CachedTraining(_Training):
     """The frozen prefix runs once per image; epochs train the top and the head."""
@@ -178,11 +184,16 @@ class CachedTraining(_Training):
         tuner = self.tuner
         self.map_shape = self.entry.map_shape(self.cut, tuner.image_size_)
         self._folder = None
-        # Each training image's prefix output, and its mirror's with cached flips.
-        self.n_variants = 2 if tuner.augment in CACHED_AUGMENTATIONS else 1
+        # Each training image's prefix output, and its symmetric variants' with cached
+        # augmentation.
+        self.views = (
+            cached_views(tuner.augment_, tuner.image_size_)
+            if tuner.augment_ in CACHED_AUGMENTATIONS else ("image",)
+        )
+        self.n_variants = len(self.views)
         n_val = 0 if validation is None else len(validation[0])
         self.cache_kind = self._choose_cache(self.n_variants * len(images) + n_val)
-        self.prefix = self._extract(images, "train", self.n_variants)
+        self.prefix = self._extract(images, "train", self.views)
         self.prefix_validation = None
         if validation is not None:
             self.prefix_validation = (self._extract(validation[0], "validation"), validation[1])
@@ -225,8 +236,8 @@ class CachedTraining(_Training):
     def augmentation(self, phase):
         if self.n_variants == 1:
             return None
-        # Phase 1 trains on the upper blocks' output: only the flip applies there.
-        return MapAugmentation(cached_shift(self.tuner.augment) if phase == 2 else 0)
+        # Phase 1 trains on the upper blocks' output: only the exact symmetries apply.
+        return MapAugmentation(cached_shift(self.tuner.augment_) if phase == 2 else 0)
 
     def _choose_cache(self, n_images):
         if self.tuner.cache in ("memory", "disk"):
@@ -234,10 +245,11 @@ class CachedTraining(_Training):
         needed = n_images * int(np.prod(self.map_shape)) * 4
         return "memory" if needed <= _CACHE_MEMORY_SHARE * _available_memory() else "disk"
 
-    def _extract(self, images, name, n_variants=1):
-        """The prefix's output for ``images``: ``(n, *map_shape)``, or with mirrors
-        ``(n, 2, *map_shape)`` (image, mirror)."""
+    def _extract(self, images, name, views=("image",)):
+        """The prefix's output for ``images``: ``(n, *map_shape)``, or with several
+        ``views`` ``(n, len(views), *map_shape)``, in the order of ``views``."""
         tuner = self.tuner
+        n_variants = len(views)
         n_values = int(np.prod(self.map_shape))
         shape = (len(images), n_variants, n_values)
         if self.cache_kind == "disk":
@@ -250,8 +262,7 @@ class CachedTraining(_Training):
         else:
             out = np.empty(shape, dtype=np.float32)
         runner = TensorFlowRunner(self.source, self.cut, tuner.preprocessing_)
-        for variant in range(n_variants):
-            view = ("image", "mirror")[variant]
+        for variant, view in enumerate(views):
             run_batches(
                 lambda batch, view=view: runner.features(view_of(batch, view), "flatten"),
                 images,

@@ -28,30 +28,35 @@ class FineTunerRegressor(RegressionTargetsMixin, RegressorMixin, BaseFineTuner):
         As for :class:`FineTuner`.
     weights : "imagenet", None or path, default="imagenet"
         As for :class:`FineTuner`; None draws random weights from ``random_state``.
-    unfreeze : int, default=1
-        Stages trained in phase 2, counted from the top; 0 skips phase 2.
+    unfreeze : int or "auto", default="auto"
+        Stages trained in phase 2, counted from the top; 0 skips phase 2. ``"auto"``
+        as for :class:`FineTuner`, with Ridge probes scored by R².
     image_size : (int, int), int or None, default=(150, 150)
         (height, width) every image is resized to; None is the network's native size.
     preprocessing : str, default="auto"
         As for :class:`FineTuner`.
+    pooling : {"auto", "flatten", "avg"}, default="auto"
+        How the head makes one vector of the base's output, as for
+        :class:`FineTuner`.
     hidden_units : int, default=256
         Units of the head's hidden Dense layer.
     dropout : float, default=0.5
         Dropout rate before the output layer.
-    augment : {"cached", "flip"}, bool or dict, default="cached"
-        Augmentation while training, as for :class:`FineTuner`: flips and shifts of
-        the cached maps, or image-space augmentation (which disables the cache).
+    augment : {"auto", "cached", "flip", "dihedral"}, bool or dict, default="auto"
+        Augmentation while training, as for :class:`FineTuner`: symmetries and
+        shifts of the cached maps, or image-space augmentation (which disables the
+        cache).
     optimizer : {"adamw", "rmsprop", "adam", "sgd", "nadam", "adagrad"}, \
             default="adamw"
         Keras optimizer of both phases, built anew for each.
     head_epochs : int, default=30
         Epochs of phase 1.
-    head_learning_rate : float, default=1e-4
-        Peak learning rate of phase 1.
+    head_learning_rate : float or "auto", default="auto"
+        Peak learning rate of phase 1; ``"auto"`` as for :class:`FineTuner`.
     fine_tune_epochs : int, default=10
         Epochs of phase 2.
-    fine_tune_learning_rate : float, default=1e-5
-        Learning rate of phase 2.
+    fine_tune_learning_rate : float or "auto", default="auto"
+        Peak learning rate of phase 2; ``"auto"`` as for :class:`FineTuner`.
     batch_size : int, default=20
         Minibatch size of training and prediction.
     early_stopping : bool, default=False
@@ -78,8 +83,9 @@ class FineTunerRegressor(RegressionTargetsMixin, RegressorMixin, BaseFineTuner):
         Unfreeze one stage at a time in phase 2, as for :class:`FineTuner`.
     weight_decay : float, default=1e-4
         Decoupled weight decay of the optimizer; 0 is none.
-    tta : {"flip"} or None, default=None
-        ``"flip"`` averages the predictions for each image and its mirror.
+    tta : {"flip", "dihedral"} or None, default=None
+        ``"flip"`` averages the predictions for each image and its mirror,
+        ``"dihedral"`` over the symmetries of the square, as for :class:`FineTuner`.
     random_state : int, RandomState instance or None, default=None
         Seeds weight initialisation (and random base weights), dropout, shuffling,
         augmentation and the validation split: an int gives the same predictions on
@@ -110,6 +116,18 @@ class FineTunerRegressor(RegressionTargetsMixin, RegressorMixin, BaseFineTuner):
         Index in ``history_`` of the first epoch of phase 2.
     cache_ : {"memory", "disk"} or None
         Where the frozen-prefix cache was kept in this fit, None if not used.
+    unfreeze_ : int
+        Stages trained in phase 2 (what ``"auto"`` decided, or ``unfreeze``).
+    head_learning_rate_ : float
+        Peak learning rate of phase 1 (what ``"auto"`` decided, or the parameter).
+    fine_tune_learning_rate_ : float
+        Peak learning rate of phase 2 (what ``"auto"`` decided, or the parameter).
+    pooling_ : {"flatten", "avg"}
+        The head's pooling (what ``"auto"`` decided, or ``pooling``).
+    augment_ : str, bool or dict
+        The augmentation applied (what ``"auto"`` decided, or ``augment``).
+    auto_probe_ : dict or None
+        The probe behind the ``"auto"`` settings, as for :class:`FineTuner`.
     weights_sha256_ : str
         sha256 of the pretrained base's weights at the start of fit.
 
@@ -155,17 +173,18 @@ class FineTunerRegressor(RegressionTargetsMixin, RegressorMixin, BaseFineTuner):
         *,
         backbone="vgg16",
         weights="imagenet",
-        unfreeze=1,
+        unfreeze="auto",
         image_size=(150, 150),
         preprocessing="auto",
+        pooling="auto",
         hidden_units=256,
         dropout=0.5,
-        augment="cached",
+        augment="auto",
         optimizer="adamw",
         head_epochs=30,
-        head_learning_rate=1e-4,
+        head_learning_rate="auto",
         fine_tune_epochs=10,
-        fine_tune_learning_rate=1e-5,
+        fine_tune_learning_rate="auto",
         batch_size=20,
         early_stopping=False,
         validation_fraction=0.1,
@@ -185,6 +204,7 @@ class FineTunerRegressor(RegressionTargetsMixin, RegressorMixin, BaseFineTuner):
         self.unfreeze = unfreeze
         self.image_size = image_size
         self.preprocessing = preprocessing
+        self.pooling = pooling
         self.hidden_units = hidden_units
         self.dropout = dropout
         self.augment = augment

@@ -3,8 +3,9 @@
 A frozen prefix sees the same image every epoch, so its output is computed once. Two
 augmentations keep that saving:
 
-- the horizontal flip, exactly: the prefix runs once on each image and once on its
-  mirror, and each epoch draws one of the two maps per image;
+- exact symmetries of the images: the prefix runs once on each variant of each image
+  (the image and its mirror; with ``"dihedral"`` the 8 symmetries of the square, 4 for
+  a non-square image), and each epoch draws one variant's map per image;
 - translation, approximately: the drawn map is shifted by up to ``shift`` cells with
   zero padding (a zero is "no activation" after the ReLU/pooling that ends a VGG
   stage). One cell of a map downsampled 16 times is 16 image pixels; a shifted map is
@@ -14,19 +15,50 @@ augmentations keep that saving:
 
 import numpy as np
 
+from ._tta import SHAPE_KEEPING_VIEWS, VIEWS, view_of
+
 #: ``augment`` values that select augmentation of the cached maps.
-CACHED_AUGMENTATIONS = ("flip", "cached")
-# Cells "cached" shifts the frozen prefix's map by, at most, in each direction.
+CACHED_AUGMENTATIONS = ("flip", "cached", "dihedral")
+# Cells "cached" and "dihedral" shift the frozen prefix's map by, at most, in each
+# direction.
 CACHED_SHIFT = 1
 
 
 def cached_shift(augment):
     """Cells of translation ``augment`` asks of the cached maps."""
-    return CACHED_SHIFT if augment == "cached" else 0
+    return CACHED_SHIFT if augment in ("cached", "dihedral") else 0
+
+
+def cached_views(augment, image_size):
+    """The views (``_tta.VIEWS``) whose prefix maps ``augment`` caches per image."""
+    if augment != "dihedral":
+        return VIEWS[:2]  # the image and its mirror
+    height, width = image_size
+    return VIEWS if height == width else SHAPE_KEEPING_VIEWS
+
+
+class QuarterTurns:
+    """End-to-end training's share of ``"dihedral"``: each image turned by a random
+    multiple of 90° (of 180° when not square); the mirror and the shift are the
+    network's own augmentation layers, so together they draw from the whole group.
+
+    Called with a batch of images ``(n, H, W, 3)`` and a numpy generator.
+    """
+
+    def __call__(self, images, rng):
+        square = images.shape[1] == images.shape[2]
+        turns = ("image", "rot90", "rot180", "rot270") if square else ("image", "rot180")
+        drawn = rng.integers(0, len(turns), len(images))
+        out = np.array(images, dtype=np.float32, copy=True)
+        for index, turn in enumerate(turns[1:], start=1):
+            rows = np.flatnonzero(drawn == index)
+            if len(rows):
+                out[rows] = view_of(out[rows], turn)
+        return out
 
 
 class MapAugmentation:
-    """Picks one variant (image or mirror) per sample and shifts it at random.
+    """Picks one cached variant per sample and shifts it at random.
 
     Called with a batch of shape ``(n, n_variants, height, width, channels)`` (or
     ``(n, n_variants, d)`` for flat features, which are never shifted) and a numpy

@@ -2,29 +2,59 @@
 
 A view is a deterministic transform of the resized float32 batch ``(N, H, W, 3)``,
 applied after resizing and before preprocessing. ``tta="flip"`` has two views, the
-image and its horizontal mirror. Each view runs through the base and is pooled on its
+image and its horizontal mirror; ``tta="dihedral"`` the 8 symmetries of the square
+(for scenes seen from above). Each view runs through the base and is pooled on its
 own; the features of an image are the mean of its views' features.
 """
 
 import numpy as np
 
-TTA_OPTIONS = ("flip",)
-_VIEWS = {None: ("image",), "flip": ("image", "mirror")}
+TTA_OPTIONS = ("flip", "dihedral")
 
 
-def tta_views(tta):
-    """The names of the views ``tta`` averages, the unaugmented image first."""
-    return _VIEWS[tta]
+def tta_views(tta, image_size=None):
+    """The names of the views ``tta`` averages, the unaugmented image first.
+
+    ``"dihedral"`` is the 8 symmetries of the square for square ``image_size``, the 4
+    that keep the shape (flips and half turn) otherwise.
+    """
+    if tta is None:
+        return ("image",)
+    if tta == "flip":
+        return ("image", "mirror")
+    square = image_size is not None and image_size[0] == image_size[1]
+    return VIEWS if square else SHAPE_KEEPING_VIEWS
+
+
+# The symmetries of the square (the dihedral group D4) as transforms of (N, H, W, 3):
+# the identity and the mirror first (the flip views), then the rest of the flips and
+# the half turn (which keep a non-square image's shape), then the quarter turns and
+# the diagonal reflections (square images only).
+_VIEW_TRANSFORMS = {
+    "image": lambda x: x,
+    "mirror": lambda x: x[:, :, ::-1],
+    "flip_vertical": lambda x: x[:, ::-1],
+    "rot180": lambda x: x[:, ::-1, ::-1],
+    "rot90": lambda x: np.rot90(x, 1, axes=(1, 2)),
+    "rot270": lambda x: np.rot90(x, -1, axes=(1, 2)),
+    "transpose": lambda x: x.transpose(0, 2, 1, 3),
+    "transverse": lambda x: x[:, ::-1, ::-1].transpose(0, 2, 1, 3),
+}
+VIEWS = tuple(_VIEW_TRANSFORMS)
+#: Views that keep the shape of a non-square image.
+SHAPE_KEEPING_VIEWS = VIEWS[:4]
 
 
 def view_of(images, view):
-    """The batch ``images`` (N, H, W, 3) as ``view`` sees it."""
+    """The batch ``images`` (N, H, W, 3) as ``view`` (one of ``VIEWS``) sees it."""
     if view == "image":
         return images
-    if view == "mirror":
-        # Contiguous: exported runtimes and the cache want plain C-ordered arrays.
-        return np.ascontiguousarray(images[:, :, ::-1])
-    raise ValueError(f"`view` must be 'image' or 'mirror'. Got {view!r} instead.")
+    try:
+        transform = _VIEW_TRANSFORMS[view]
+    except KeyError:
+        raise ValueError(f"`view` must be one of {VIEWS}. Got {view!r} instead.") from None
+    # Contiguous: exported runtimes and the cache want plain C-ordered arrays.
+    return np.ascontiguousarray(transform(images))
 
 
 def view_key(key, view):

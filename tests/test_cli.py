@@ -3,6 +3,7 @@ entry point, argument parsing, exit status, no traceback), the rest in-process."
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -172,9 +173,11 @@ def test_finetune_reports_accuracy_and_saves_a_fitted_tuner(runs):
     root, results = runs
     result = results["finetune"]
     assert result.returncode == 0, result.stderr
-    assert (
-        "phase 1 ran 2 epoch(s), phase 2 1; frozen-prefix cache: memory"
-        in result.stdout
+    assert re.search(
+        r"phase 1 ran 2 epoch\(s\), phase 2 1 \(unfreeze 1, learning rates "
+        r"(0.0001/1e-05|0.001/0.0001), pooling (flatten|avg), augment '(cached|dihedral)'\); "
+        r"frozen-prefix cache: memory",
+        result.stdout,
     )
     rows = result.stdout[result.stdout.index("split ") :].splitlines()[1:3]
     assert [row.split()[:2] for row in rows] == [["validation", "8"], ["test", "8"]]
@@ -199,7 +202,7 @@ def test_errors_are_one_line_without_traceback(runs):
     assert results["unfreeze"].returncode == 2
     assert results["unfreeze"].stderr == (
         "convfeat finetune: error: The 'unfreeze' parameter of FineTuner must be an int "
-        "in the range [0, 5]. Got 9 instead.\n"
+        "in the range [0, 5] or a str among {'auto'}. Got 9 instead.\n"
     )
 
 
@@ -372,6 +375,13 @@ def test_usage_errors_are_one_line_too(capsys):
     assert capsys.readouterr().err == (
         "convfeat extract: error: the following arguments are required: -o/--output "
         "(see 'convfeat extract --help')\n"
+    )
+    with pytest.raises(SystemExit) as exit:
+        main(["finetune", "folder", "--unfreeze", "deep"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == (
+        "convfeat finetune: error: argument --unfreeze: must be 'auto' or a number, "
+        "e.g. 2; got 'deep' (see 'convfeat finetune --help')\n"
     )
 
 

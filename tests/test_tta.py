@@ -209,7 +209,7 @@ def test_a_bad_value_names_the_parameter_and_the_options(tiny, value):
     with pytest.raises(
         InvalidParameterError,
         match=r"The 'tta' parameter of ConvFeatureExtractor must be a str among "
-        r"\{'flip'\} or None\. Got .* instead\.",
+        r"\{('flip', 'dihedral'|'dihedral', 'flip')\} or None\. Got .* instead\.",
     ):
         ConvFeatureExtractor(**SMALL, tta=value).fit(tiny)
 

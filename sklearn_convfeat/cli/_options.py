@@ -124,11 +124,12 @@ def add_cut_options(command):
 def add_tta(command):
     command.add_argument(
         "--tta",
-        choices=["flip"],
+        choices=["flip", "dihedral"],
         default=None,
         help="test-time augmentation: flip averages the features of each image and "
-        "of its horizontal mirror, for every image (2x the forward passes; default: "
-        "none)",
+        "of its horizontal mirror, for every image (2x the forward passes); dihedral "
+        "over the 8 symmetries of the square (8x; scenes seen from above) "
+        "(default: none)",
     )
 
 

@@ -1,5 +1,6 @@
 """``convfeat finetune``: a FineTuner fitted on DATA_DIR/train and scored."""
 
+import argparse
 import time
 
 from ._inputs import training_inputs
@@ -39,10 +40,11 @@ def add_parser(commands):
     add_weights(command)
     command.add_argument(
         "--unfreeze",
-        type=int,
-        default=1,
-        help="stages trained in phase 2, from the top: 1 is VGG16's block5, 0 skips phase 2 "
-        "(default: 1)",
+        type=_auto_or(int),
+        default="auto",
+        help="stages trained in phase 2, from the top: 1 is VGG16's block5, 0 skips phase "
+        "2; auto: 1 when a probe of the frozen base finds the top stage best, else 2 "
+        "(default: auto)",
     )
     from .. import FineTuner
 
@@ -50,11 +52,15 @@ def add_parser(commands):
     for flag, kind, metavar, help in (
         ("--head-epochs", int, None, "epochs of phase 1"),
         ("--fine-tune-epochs", int, None, "epochs of phase 2"),
-        ("--head-learning-rate", float, "LR", "peak learning rate of phase 1"),
-        ("--fine-tune-learning-rate", float, "LR", "peak learning rate of phase 2"),
+        ("--head-learning-rate", _auto_or(float), "LR",
+         "peak learning rate of phase 1; auto: 1e-4 when the probe finds the top stage "
+         "best, else 1e-3"),
+        ("--fine-tune-learning-rate", _auto_or(float), "LR",
+         "peak learning rate of phase 2; auto: 1e-5 when the probe finds the top stage "
+         "best, else 1e-4"),
         ("--optimizer", str, None, "Keras optimizer of both phases"),
         ("--schedule", str, None, "learning rate over each phase: cosine or constant"),
-        ("--tta", str, None, "test-time augmentation of the scores: flip or none"),
+        ("--tta", str, None, "test-time augmentation of the scores: flip, dihedral or none"),
     ):
         default = defaults[flag[2:].replace("-", "_")]
         command.add_argument(
@@ -62,10 +68,20 @@ def add_parser(commands):
             help=f"{help} (default: {default})",
         )
     command.add_argument(
+        "--pooling",
+        choices=["auto", "flatten", "avg"],
+        default=defaults["pooling"],
+        help="how the head makes a vector of the base's map: flatten (the book's), avg; "
+        f"auto: flatten when the probe finds the top stage best, else avg "
+        f"(default: {defaults['pooling']})",
+    )
+    command.add_argument(
         "--augment",
         choices=[*AUGMENT_CHOICES],
         default=_augment_choice(defaults["augment"]),
-        help="cached: flips and one-cell shifts of the cached maps; flip: flips only; "
+        help="auto: dihedral when a quarter turn leaves the probe's accuracy unchanged, "
+        "else cached; cached: flips and one-cell shifts of the cached maps; flip: flips "
+        "only; dihedral: the 8 symmetries of the square (aerial scenes) and the shifts; "
         "book: the book's image-space augmentation (rotation, shifts, shear, zoom, "
         "flips), which turns the frozen-prefix cache off; none "
         f"(default: {_augment_choice(defaults['augment'])})",
@@ -116,6 +132,7 @@ def run(args, out=None):
         head_learning_rate=args.head_learning_rate,
         fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate,
+        pooling=args.pooling,
         batch_size=args.batch_size,
         early_stopping=args.early_stopping,
         n_iter_no_change=args.patience,
@@ -131,7 +148,10 @@ def run(args, out=None):
     phase_2 = len(history["phase"]) - tuner.fine_tune_start_
     say(
         f"fitted in {fit_seconds:.1f} s: phase 1 ran {tuner.fine_tune_start_} epoch(s), "
-        f"phase 2 {phase_2}; frozen-prefix cache: {tuner.cache_ or 'off'}; "
+        f"phase 2 {phase_2} (unfreeze {tuner.unfreeze_}, learning rates "
+        f"{tuner.head_learning_rate_:g}/{tuner.fine_tune_learning_rate_:g}, pooling {tuner.pooling_}, augment "
+        f"{tuner.augment_!r}); "
+        f"frozen-prefix cache: {tuner.cache_ or 'off'}; "
         f"last epoch's training accuracy {history['accuracy'][-1]:.4f}"
     )
     rows = []
@@ -149,7 +169,24 @@ def run(args, out=None):
 
 
 # --augment's choices → FineTuner's augment.
-AUGMENT_CHOICES = {"cached": "cached", "flip": "flip", "book": True, "none": False}
+AUGMENT_CHOICES = {"auto": "auto", "cached": "cached", "flip": "flip",
+                   "dihedral": "dihedral", "book": True, "none": False}
+
+
+def _auto_or(kind):
+    """An argparse type: 'auto', or a value of ``kind``."""
+    def parse(value):
+        if value == "auto":
+            return value
+        try:
+            return kind(value)
+        except ValueError:
+            example = "2" if kind is int else "1e-4"
+            raise argparse.ArgumentTypeError(
+                f"must be 'auto' or a number, e.g. {example}; got {value!r}"
+            ) from None
+
+    return parse
 
 
 def _augment_choice(augment):
