@@ -16,7 +16,9 @@ Setup
     ``LogisticRegression(max_iter=2000)`` fit on train/, for every layer × pooling,
     plus the concatenated average-pooled maps of several stages (a ``FeatureUnion`` of
     extractors, "avg 3+4+5"); all share one feature cache, so the base runs once per
-    image. The probe to beat is the one with the best validation accuracy.
+    image. The probe to beat (issue 24's): the avg-pooled single stage with the best
+    validation accuracy (``issue_probe``); ``best_probe`` is the best of all rows on
+    validation.
     ``GridSearchCV`` (``--cv`` folds of train/) over the same layers × poolings picks
     by cross-validation alone; its refit is scored on test/. ``FineTuner`` with its
     defaults (``validation_data`` only reports ``val_*``; no early stopping), scored
@@ -165,18 +167,27 @@ def run_finetuner(args, split):
     return result
 
 
+def issue_probe(probes):
+    """Issue 24's probe to beat: avg-pooled maps of one stage, chosen on validation/."""
+    single = [row for row in probes if row["pooling"] == "avg" and "+" not in row["layer"]]
+    return max(single or probes, key=lambda row: row["validation_accuracy"])
+
+
 def verdicts(name, result):
     finetuner = result.get("finetuner")
     if finetuner is None:
         return {}
-    best = result["best_probe"]
+    best = result["issue_probe"]
     out = {
-        "finetuner_minus_best_probe": finetuner["test_accuracy"] - best["test_accuracy"],
+        "finetuner_minus_issue_probe": finetuner["test_accuracy"] - best["test_accuracy"],
+        "finetuner_minus_best_probe": (finetuner["test_accuracy"]
+                                       - result["best_probe"]["test_accuracy"]),
         "fit_minutes": finetuner["fit_seconds"] / 60,
     }
     if name.startswith("aid"):
-        out["target"] = (f"test >= best probe ({best['test_accuracy']:.3f}) + "
-                         f"{MARGIN_OVER_PROBE}, fit <= {FIT_MINUTES} min")
+        out["target"] = (f"test >= avg-pooled probe of layer {best['layer']} (best on "
+                         f"validation: {best['test_accuracy']:.3f}) + {MARGIN_OVER_PROBE}, "
+                         f"fit <= {FIT_MINUTES} min")
         out["met"] = bool(
             finetuner["test_accuracy"] >= best["test_accuracy"] + MARGIN_OVER_PROBE - 1e-9
             and finetuner["fit_seconds"] <= FIT_MINUTES * 60
@@ -263,7 +274,8 @@ def main(argv=None):
         result = {
             "measured_on": {"date": time.strftime("%Y-%m-%d"), "commit": _common.git_commit()},
             "sizes": {part: len(split[part][1]) for part in _common.SPLITS},
-            "probes": probes, "best_probe": best, "grid_search": search,
+            "probes": probes, "best_probe": best, "issue_probe": issue_probe(probes),
+            "grid_search": search,
             "probe_seconds": time.perf_counter() - start,
         }
         if not args.no_finetune:

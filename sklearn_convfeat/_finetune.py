@@ -99,7 +99,7 @@ class FineTuner(ClassTargetsMixin, ClassifierMixin, BaseFineTuner):
           flips and the half turn): 8 prefix passes in all, not 8 per epoch.
         - ``"auto"``: ``"dihedral"`` when the data show no orientation, else
           ``"cached"``. The probe of ``unfreeze="auto"`` decides: its best stage is
-          scored again on the held-out images turned by 90°; within 2 points of the
+          scored again on the held-out images turned by 90°; within 5 points of the
           upright score, orientation carries no information (``augment_`` records
           the choice). Non-square images get ``"cached"``.
 

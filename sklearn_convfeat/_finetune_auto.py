@@ -13,7 +13,7 @@ cost of one forward pass over (at most ``PROBE_IMAGES`` of) the training images:
   0.935 test): fine-tuning has to *relearn* them (``RELEARN``: a learning rate ten
   times higher and an average-pooled head, which measured better on aerial scenes).
 - **Which symmetries?** The best probe scored on the held-out images turned by a
-  quarter turn. If it scores as well as on the upright images (within
+  quarter turn. If it scores nearly as well as on the upright images (within
   ``ROTATION_TOLERANCE``), orientation carries no information for these classes
   (aerial scenes): augment with the 8 symmetries of the square. Otherwise (photos:
   upside-down cats are rare) keep the mirror and the shift.
@@ -41,8 +41,10 @@ PROBE_STAGES = 3
 #: At most this many training images are probed (a stratified sample beyond).
 PROBE_IMAGES = 1000
 #: A quarter turn may cost the probe this much of its held-out score and still count
-#: as a symmetry of the data.
-ROTATION_TOLERANCE = 0.02
+#: as a symmetry of the data. Measured (VGG16, 150 px, 1000 training images): aerial
+#: scenes 0.964 upright, 0.940 turned (the probe learned from upright images only,
+#: and Google Earth's shadows all fall one way); cats vs dogs 0.937, 0.772.
+ROTATION_TOLERANCE = 0.05
 # Two thirds of the probed images train each probe, one third scores it.
 _HELD_OUT = 1 / 3
 

@@ -91,6 +91,37 @@ def test_bench_finetune(bench, dataset, tmp_path):
         row["test_accuracy"] for row in results["second_dataset"]]
 
 
+def test_bench_domain_shift(bench, dataset, tmp_path):
+    out, plot = tmp_path / "domain_shift.json", tmp_path / "domain_shift.png"
+    common = ["--weights", "random", "--image-size", "32", "--cv", "2", "--out", str(out),
+              "--plot", str(plot)]
+    bench("bench_domain_shift").main(
+        ["--datasets", f"aid_tiny={dataset}", f"cats_tiny={dataset}", *common])
+    results = json.loads(out.read_text())
+    assert set(results["datasets"]) == {"aid_tiny", "cats_tiny"}
+    first = results["datasets"]["aid_tiny"]
+    layers = {(row["layer"], row["pooling"]) for row in first["probes"]}
+    assert layers == {(str(layer), pooling) for layer in (3, 4, 5)
+                      for pooling in ("avg", "flatten")} | {("3+4+5", "avg")}
+    assert first["best_probe"]["validation_accuracy"] == max(
+        row["validation_accuracy"] for row in first["probes"])
+    assert len(first["grid_search"]["cv_table"]) == 6
+    finetuner = first["finetuner"]
+    assert finetuner["unfreeze_"] == 1 and finetuner["auto_probe_"]["n_images"] == 8
+    assert 0 <= finetuner["test_accuracy"] <= 1
+    assert set(first["verdicts"]) >= {"finetuner_minus_best_probe", "fit_minutes"}
+    assert plot.stat().st_size > 0
+
+    # One data set again without fine-tuning: the other's results and this one's
+    # FineTuner are kept.
+    bench("bench_domain_shift").main(
+        ["--datasets", f"aid_tiny={dataset}", "--no-finetune", *common])
+    again = json.loads(out.read_text())
+    assert again["datasets"]["cats_tiny"] == results["datasets"]["cats_tiny"]
+    assert again["datasets"]["aid_tiny"]["finetuner"] == finetuner
+    assert again["datasets"]["aid_tiny"]["finetuner_measured_on"] == first["measured_on"]
+
+
 def test_bench_accuracy(bench, dataset, tmp_path):
     out = tmp_path / "accuracy.json"
     bench("bench_accuracy").main([
