@@ -44,8 +44,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 from _common import load_split  # noqa: E402
@@ -147,6 +145,7 @@ def run_finetuner(args, split):
         "validation_accuracy": float(tuner.score(*split["validation"])),
         "test_accuracy": float(tuner.score(*split["test"])),
         "unfreeze_": tuner.unfreeze_, "augment_": tuner.augment_,
+        "head_learning_rate_": tuner.head_learning_rate_,
         "fine_tune_learning_rate_": tuner.fine_tune_learning_rate_,
         "pooling_": tuner.pooling_,
         "auto_probe_": tuner.auto_probe_, "cache_": tuner.cache_,

@@ -116,18 +116,12 @@ class FineTunerRegressor(RegressionTargetsMixin, RegressorMixin, BaseFineTuner):
         Index in ``history_`` of the first epoch of phase 2.
     cache_ : {"memory", "disk"} or None
         Where the frozen-prefix cache was kept in this fit, None if not used.
-    unfreeze_ : int
-        Stages trained in phase 2 (what ``"auto"`` decided, or ``unfreeze``).
-    head_learning_rate_ : float
-        Peak learning rate of phase 1 (what ``"auto"`` decided, or the parameter).
-    fine_tune_learning_rate_ : float
-        Peak learning rate of phase 2 (what ``"auto"`` decided, or the parameter).
-    pooling_ : {"flatten", "avg"}
-        The head's pooling (what ``"auto"`` decided, or ``pooling``).
-    augment_ : str, bool or dict
-        The augmentation applied (what ``"auto"`` decided, or ``augment``).
+    unfreeze_, head_learning_rate_, fine_tune_learning_rate_, pooling_, augment_
+        The settings that ran: what ``"auto"`` decided from ``auto_probe_`` (a dict
+        of Ridge probes' R² as :class:`FineTuner` has of accuracies, or None), or
+        the parameters as given.
     auto_probe_ : dict or None
-        The probe behind the ``"auto"`` settings, as for :class:`FineTuner`.
+        See above.
     weights_sha256_ : str
         sha256 of the pretrained base's weights at the start of fit.
 
