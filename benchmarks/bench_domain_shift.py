@@ -229,7 +229,7 @@ def plot(results, path):
         ax.set_xlabel("cut: end of VGG16 stage")
         ax.set_ylabel("test accuracy")
         ax.set_xticks(sorted({int(r["layer"]) for r in probes if "+" not in r["layer"]}))
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
