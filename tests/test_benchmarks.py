@@ -93,7 +93,9 @@ def test_bench_finetune(bench, dataset, tmp_path):
 
 def test_bench_domain_shift(bench, dataset, tmp_path):
     out, plot = tmp_path / "domain_shift.json", tmp_path / "domain_shift.png"
-    common = ["--weights", "random", "--image-size", "32", "--cv", "2", "--out", str(out),
+    # 36 px: a feature-cache namespace of its own, so that the process-wide cache does
+    # not serve test_bench_gridsearch's maps (it checks its disk cache fills).
+    common = ["--weights", "random", "--image-size", "36", "--cv", "2", "--out", str(out),
               "--plot", str(plot)]
     bench("bench_domain_shift").main(
         ["--datasets", f"aid_tiny={dataset}", f"cats_tiny={dataset}", *common])
