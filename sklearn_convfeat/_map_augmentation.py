@@ -15,7 +15,7 @@ augmentations keep that saving:
 
 import numpy as np
 
-from ._tta import SHAPE_KEEPING_VIEWS, VIEWS, view_of
+from ._tta import tta_views, view_of
 
 #: ``augment`` values that select augmentation of the cached maps.
 CACHED_AUGMENTATIONS = ("flip", "cached", "dihedral")
@@ -30,11 +30,9 @@ def cached_shift(augment):
 
 
 def cached_views(augment, image_size):
-    """The views (``_tta.VIEWS``) whose prefix maps ``augment`` caches per image."""
-    if augment != "dihedral":
-        return VIEWS[:2]  # the image and its mirror
-    height, width = image_size
-    return VIEWS if height == width else SHAPE_KEEPING_VIEWS
+    """The views (``_tta.VIEWS``) whose prefix maps ``augment`` caches per image:
+    those of the matching test-time augmentation."""
+    return tta_views("dihedral" if augment == "dihedral" else "flip", image_size)
 
 
 class QuarterTurns:
